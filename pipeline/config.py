@@ -1,0 +1,157 @@
+"""Every default in one place, YAML files layered on top, dotted command-line overrides last.
+
+    cfg = load_config(["configs/pipeline.yaml", "configs/models/resnet18_arcface.yaml"],
+                      overrides=["train.lr=0.001"])
+
+A key that DEFAULTS does not have is an error that names the file (or override) and the key, so a
+typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from pipeline.errors import PipelineError
+
+DEFAULTS: dict[str, Any] = {
+    "name": None,  # the model's name; set from the config file's stem when loaded by name
+    "seed": 0,
+    "preprocess": {
+        # Cached photos are resized (stretched) to this height and width; training and embedding
+        # read the cache, never the JPEGs.
+        "image_size": [128, 256],
+        "workers": 2,
+    },
+    "folds": {
+        "n_folds": 5,
+        # Share of new_whale truths wanted in each fold's validation; the competition's test had ~28%.
+        "new_whale_share": 0.28,
+        # Share of multi-photo whales held out of a fold's training entirely, so that validation,
+        # like test, holds whales never seen (their photos then count as new_whale).
+        "holdout_whale_share": 0.1,
+    },
+    "model": {
+        "backbone": "resnet18",
+        "pretrained": False,  # true: timm downloads weights from its hub (online users)
+        "pretrained_path": None,  # a local weights file, for offline machines
+        "embedding_dim": 256,
+        "gem_p": 3.0,
+        "dropout": 0.0,
+    },
+    "loss": {
+        "name": "arcface",
+        "margin": 0.3,  # radians
+        "scale": 30.0,
+        "lr_multiplier": 10.0,  # the class centres learn faster than the backbone
+    },
+    "sampler": {
+        "classes_per_batch": 16,  # P
+        "photos_per_class": 4,  # K; a whale with fewer photos is sampled with repetition
+    },
+    "augment": {
+        "shift_scale_rotate": 0.7,
+        "brightness_contrast": 0.5,
+        "grayscale": 0.2,
+        "blur": 0.1,
+    },
+    "train": {
+        "epochs": 30,
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "warmup_epochs": 1,
+        "time_budget_min": None,  # stop cleanly after this many minutes (a Kaggle kernel's limit)
+        "workers": 0,  # data-loader processes; 0 keeps it in the main process
+        "amp": True,  # only used on CUDA
+        "grad_clip": 5.0,
+    },
+    "embed": {
+        "batch_size": 64,
+        # Embed each photo and its mirror image; the stored vector is [e, e_flip] / sqrt(2), so a
+        # dot product averages same-flip similarities: a flipped query meets flipped gallery photos.
+        "flip_tta": True,
+    },
+    "knn": {
+        "neighbours": 200,  # photos retrieved per query before grouping by whale
+        "keep_top": 50,  # whales kept per query in the predictions file
+    },
+    "threshold": {
+        "grid": 201,  # candidate new_whale thresholds tried between the score extremes
+    },
+    "ensemble": {
+        "models": [],  # list of {name, weight}; empty means the MODEL given on the command line
+    },
+}
+
+
+def deep_merge(base: dict, update: dict, source: str, prefix: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            raise PipelineError(f"unknown config key {dotted!r}", source)
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise PipelineError(f"config key {dotted!r} must be a mapping", source)
+            out[key] = deep_merge(base[key], value, source, dotted + ".")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """'train.lr=0.001' -> {'train': {'lr': 0.001}}; the value is parsed as YAML."""
+    if "=" not in text:
+        raise PipelineError(f"override {text!r} must look like section.key=value", "command line")
+    dotted, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else None
+    out: dict = {}
+    node = out
+    parts = dotted.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(paths: Iterable[str | Path] = (), overrides: Iterable[str] = ()) -> dict:
+    cfg = copy.deepcopy(DEFAULTS)
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise PipelineError("config file not found", path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise PipelineError(f"not valid YAML: {e}", path) from None
+        if not isinstance(data, dict):
+            raise PipelineError("a config file must be a mapping of sections", path)
+        cfg = deep_merge(cfg, data, str(path))
+    for text in overrides:
+        cfg = deep_merge(cfg, parse_override(text), f"override {text!r}")
+    return cfg
+
+
+def model_config_path(configs_dir: str | Path, model: str) -> Path:
+    path = Path(configs_dir) / "models" / f"{model}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in (Path(configs_dir) / "models").glob("*.yaml"))
+        raise PipelineError(f"no model config {model!r}; available: {', '.join(available) or 'none'}", path)
+    return path
+
+
+def load_stage_config(configs_dir: str | Path = "configs", model: str | None = None,
+                      overrides: Iterable[str] = ()) -> dict:
+    """Defaults <- configs/pipeline.yaml (if present) <- configs/models/<model>.yaml <- overrides."""
+    paths: list[Path] = []
+    shared = Path(configs_dir) / "pipeline.yaml"
+    if shared.is_file():
+        paths.append(shared)
+    if model:
+        paths.append(model_config_path(configs_dir, model))
+    cfg = load_config(paths, overrides)
+    if model:
+        cfg["name"] = model
+    return cfg

@@ -1,0 +1,1 @@
+"""Reading the Kaggle layout and writing outputs atomically."""

@@ -1,0 +1,33 @@
+"""Embed cached photos with a trained model, optionally with flip test-time augmentation."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from pipeline.data.transforms import to_tensor
+from pipeline.training.device import autocast
+
+
+@torch.no_grad()
+def embed_rows(model, images: np.ndarray, rows: np.ndarray, batch_size: int, flip_tta: bool,
+               device: torch.device, amp: bool = True, desc: str = "embed") -> np.ndarray:
+    """L2-normalised float32 embeddings of images[rows].
+
+    With flip_tta each vector is [e(x), e(flip x)] / sqrt(2): a dot product of two such vectors is the
+    mean of the unflipped and the flipped similarity, so a flipped query meets flipped gallery photos
+    (a mirrored fluke is another whale, so flipped-vs-unflipped is never compared)."""
+    model.eval()
+    out = []
+    for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", leave=False):
+        batch = to_tensor(np.asarray(images[rows[start:start + batch_size]])).to(device)
+        with autocast(device, amp):
+            e = F.normalize(model(batch).float(), dim=1)
+            if flip_tta:
+                e_flip = F.normalize(model(torch.flip(batch, dims=[3])).float(), dim=1)
+                e = torch.cat([e, e_flip], dim=1) / np.sqrt(2.0)
+        out.append(e.cpu().numpy().astype(np.float32))
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(out)

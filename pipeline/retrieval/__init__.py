@@ -1,0 +1,1 @@
+"""faiss search, one score per known whale, and the new_whale threshold."""

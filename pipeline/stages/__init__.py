@@ -1,0 +1,1 @@
+"""Thin entry points: each reads its config, calls the library and writes its outputs atomically."""

@@ -1,0 +1,74 @@
+"""Arguments and paths shared by the stages."""
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import load_stage_config
+
+
+def add_common(parser: argparse.ArgumentParser, model: bool = False) -> None:
+    parser.add_argument("--work", default="work", help="working folder for caches, models, predictions")
+    parser.add_argument("--configs", default="configs", help="folder holding pipeline.yaml and models/")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.lr=0.001 (repeatable)")
+    if model:
+        parser.add_argument("--model", required=True, help="a config name under configs/models/")
+
+
+def add_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default="data", help="folder in the Kaggle layout")
+
+
+def add_folds(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--folds-file", default="folds/folds.csv", help="fold assignment (from the folds stage)")
+    parser.add_argument("--folds", default="all", help="which folds, e.g. 'all' or '0,2'")
+
+
+def stage_config(args: argparse.Namespace) -> dict:
+    return load_stage_config(args.configs, getattr(args, "model", None), args.overrides)
+
+
+def parse_folds(text: str, n_folds: int) -> list[int]:
+    from pipeline.errors import PipelineError
+
+    if text in ("all", "", None):
+        return list(range(n_folds))
+    try:
+        folds = sorted({int(t) for t in str(text).split(",") if t.strip() != ""})
+    except ValueError:
+        raise PipelineError(f"--folds {text!r} must be 'all' or comma-separated fold numbers", "command line") from None
+    bad = [f for f in folds if not 0 <= f < n_folds]
+    if bad:
+        raise PipelineError(f"fold {bad[0]} does not exist (folds are 0..{n_folds - 1})", "command line")
+    return folds
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
+
+
+def model_dir(work, name: str, fold: int) -> Path:
+    return Path(work) / "models" / name / f"fold{fold}"
+
+
+def embedding_dir(work, name: str, fold: int) -> Path:
+    return Path(work) / "embeddings" / name / f"fold{fold}"
+
+
+def prediction_dir(work, name: str) -> Path:
+    return Path(work) / "predictions" / name
+
+
+log = logging.getLogger("pipeline")

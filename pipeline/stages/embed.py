@@ -1,0 +1,59 @@
+"""embed: L2-normalised embeddings of every cached train and test photo, per trained fold model."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+import numpy as np
+import pandas as pd
+
+from pipeline import columns as C
+from pipeline.data.cache import ImageCache
+from pipeline.io.atomic import write_csv, write_npy
+from pipeline.models import build_model
+from pipeline.models.embedding import embed_rows
+from pipeline.stages.common import add_common, add_folds, embedding_dir, model_dir, parse_folds, stage_config
+from pipeline.training.checkpoint import load_checkpoint
+from pipeline.training.device import pick_device
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common(parser, model=True)
+    add_folds(parser)
+
+
+def trained_folds(work, name: str) -> list[int]:
+    from pathlib import Path
+
+    root = Path(work) / "models" / name
+    return sorted(int(p.parent.name[4:]) for p in root.glob("fold*/final.pt"))
+
+
+def run(args: argparse.Namespace) -> None:
+    cfg = stage_config(args)
+    cache = ImageCache.open(args.work)
+    device = pick_device()
+    available = trained_folds(args.work, cfg["name"])
+    folds = available if args.folds == "all" else parse_folds(args.folds, max(available, default=0) + 1)
+    if not folds:
+        from pipeline.errors import PipelineError
+
+        raise PipelineError("no trained fold model; run the train stage first", model_dir(args.work, cfg["name"], 0))
+    for fold in folds:
+        state = load_checkpoint(model_dir(args.work, cfg["name"], fold) / "final.pt")
+        model_cfg = state["config"]
+        model = build_model(model_cfg).to(device)
+        model.load_state_dict(state["model"])
+        out = embedding_dir(args.work, cfg["name"], fold)
+        e = cfg["embed"]
+        index = []
+        for split in (C.TRAIN, C.TEST):
+            part = cache.split(split)
+            vectors = embed_rows(model, cache.images, part[C.ROW].to_numpy(), int(e["batch_size"]),
+                                 bool(e["flip_tta"]), device, desc=f"embed fold {fold} {split}")
+            write_npy(out / f"{split}.npy", vectors)
+            index.append(pd.DataFrame({C.IMAGE: part[C.IMAGE], C.SPLIT: split, C.ROW: np.arange(len(part))}))
+        write_csv(out / "index.csv", pd.concat(index, ignore_index=True))
+        log.info("fold %d: embeddings of %d photos written to %s", fold, sum(len(i) for i in index), out)

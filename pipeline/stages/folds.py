@@ -1,0 +1,42 @@
+"""folds: assign every cached train photo to a validation fold shaped like the test set."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline import columns as C
+from pipeline.data.cache import ImageCache
+from pipeline.data.folds import make_folds, summarise
+from pipeline.io.atomic import write_csv
+from pipeline.stages.common import add_common, stage_config
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common(parser)
+    parser.add_argument("--folds-file", default="folds/folds.csv", help="where to write the assignment")
+
+
+def read_folds(path: str | Path) -> pd.DataFrame:
+    from pipeline.errors import PipelineError
+
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError("folds file not found; run the folds stage first", path)
+    return pd.read_csv(path, dtype={C.IMAGE: str, C.ID: str, C.TRUTH: str}, keep_default_na=False)
+
+
+def run(args: argparse.Namespace) -> pd.DataFrame:
+    cfg = stage_config(args)
+    train = ImageCache.open(args.work).split(C.TRAIN)
+    f = cfg["folds"]
+    folds = make_folds(train, f["n_folds"], f["new_whale_share"], f["holdout_whale_share"], cfg["seed"])
+    write_csv(args.folds_file, folds)
+    summary = summarise(folds)
+    log.info("wrote %s (%d photos, %d train-only)\n%s", args.folds_file, len(folds),
+             int((folds[C.FOLD] == C.TRAIN_ONLY).sum()), summary.to_string(index=False))
+    return summary

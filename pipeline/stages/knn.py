@@ -1,0 +1,84 @@
+"""knn: per fold, search validation photos against that fold's training photos (out-of-fold
+predictions) and test photos against every known train photo; tune the new_whale threshold."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import columns as C
+from pipeline.errors import PipelineError
+from pipeline.retrieval.index import check_embeddings, search
+from pipeline.retrieval.predictions import write_predictions
+from pipeline.retrieval.scores import fuse, whale_scores
+from pipeline.stages.common import add_common, add_folds, embedding_dir, parse_folds, prediction_dir, stage_config
+from pipeline.stages.folds import read_folds
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common(parser, model=True)
+    add_folds(parser)
+
+
+def load_embeddings(folder: Path, names, split: str) -> np.ndarray:
+    """Rows of `split`.npy for the named photos, joined by name through index.csv (never by row order)."""
+    index_path, array_path = folder / "index.csv", folder / f"{split}.npy"
+    for path in (index_path, array_path):
+        if not path.is_file():
+            raise PipelineError("embeddings not found; run the embed stage first", path)
+    index = pd.read_csv(index_path, dtype={C.IMAGE: str}, keep_default_na=False)
+    index = index[index[C.SPLIT] == split]
+    vectors = check_embeddings(np.load(array_path), str(array_path))
+    if len(vectors) != len(index):
+        raise PipelineError(f"{len(vectors)} rows but index.csv lists {len(index)} {split} photos", array_path)
+    lookup = pd.Series(index[C.ROW].to_numpy(), index=index[C.IMAGE])
+    names = list(names)
+    missing = [n for n in names if n not in lookup.index]
+    if missing:
+        raise PipelineError(f"{len(missing)} photo(s) have no embedding (first: {missing[0]}); these embeddings "
+                            "come from another image set: re-run embed", index_path)
+    return vectors[lookup.loc[names].to_numpy()]
+
+
+def fold_scores(folder: Path, folds: pd.DataFrame, fold: int, test_names, cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    k = cfg["knn"]
+    train_vectors = load_embeddings(folder, folds[C.IMAGE], C.TRAIN)
+    known = (folds[C.ID] != C.NEW_WHALE).to_numpy()
+    gallery = known & (folds[C.FOLD] != fold).to_numpy()
+    queries = (folds[C.FOLD] == fold).to_numpy()
+    sims, idx = search(train_vectors[gallery], train_vectors[queries], k["neighbours"])
+    oof = whale_scores(sims, idx, folds[C.ID].to_numpy()[gallery], folds[C.IMAGE].to_numpy()[queries], k["keep_top"])
+    oof[C.FOLD] = fold
+    test_vectors = load_embeddings(folder, test_names, C.TEST)
+    sims, idx = search(train_vectors[known], test_vectors, k["neighbours"])
+    test = whale_scores(sims, idx, folds[C.ID].to_numpy()[known], np.asarray(test_names), k["keep_top"])
+    return oof, test
+
+
+def run(args: argparse.Namespace) -> dict:
+    cfg = stage_config(args)
+    folds = read_folds(args.folds_file)
+    from pipeline.data.cache import ImageCache
+
+    test_names = ImageCache.open(args.work).split(C.TEST)[C.IMAGE].to_numpy()
+    root = Path(args.work) / "embeddings" / cfg["name"]
+    available = sorted(int(p.name[4:]) for p in root.glob("fold*") if (p / "index.csv").is_file())
+    wanted = available if args.folds == "all" else parse_folds(args.folds, int(folds[C.FOLD].max()) + 1)
+    if not wanted:
+        raise PipelineError("no embeddings; run the embed stage first", root)
+    oofs, tests = [], []
+    for fold in wanted:
+        oof, test = fold_scores(embedding_dir(args.work, cfg["name"], fold), folds, fold, test_names, cfg)
+        oofs.append(oof)
+        tests.append(test)
+    out = prediction_dir(args.work, cfg["name"])
+    threshold = write_predictions(out, pd.concat(oofs, ignore_index=True), fuse(tests), folds,
+                                  cfg["threshold"]["grid"])
+    log.info("%s: folds %s, new_whale threshold %.4f (out-of-fold MAP@5 %.4f at it), predictions in %s",
+             cfg["name"], wanted, threshold["threshold"], threshold["oof_map5_in_sample"], out)
+    return threshold

@@ -1,0 +1,42 @@
+"""submit: five labels per test photo from the fused test scores and the tuned threshold."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+import pandas as pd
+
+from pipeline import columns as C
+from pipeline.data.cache import ImageCache
+from pipeline.io.atomic import write_csv
+from pipeline.io.submission import check_submission
+from pipeline.retrieval.predictions import Predictions, fallback_whales
+from pipeline.retrieval.threshold import predict, top_whales
+from pipeline.stages.common import add_common, prediction_dir
+from pipeline.stages.folds import read_folds
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common(parser)
+    parser.add_argument("--name", default="ensemble", help="prediction set under WORK/predictions/")
+    parser.add_argument("--folds-file", default="folds/folds.csv")
+    parser.add_argument("--out", default="submissions/submission.csv", help="submission CSV to write")
+    parser.add_argument("--threshold", type=float, default=None, help="override the tuned new_whale threshold")
+
+
+def run(args: argparse.Namespace) -> str:
+    preds = Predictions.read(prediction_dir(args.work, args.name))
+    test_names = ImageCache.open(args.work).split(C.TEST)[C.IMAGE].tolist()  # sample_submission's order
+    threshold = preds.threshold["threshold"] if args.threshold is None else args.threshold
+    ids, vals = top_whales(preds.test, test_names)
+    labels = predict(ids, vals, threshold, fallback_whales(read_folds(args.folds_file)))
+    submission = pd.DataFrame({C.IMAGE: test_names, C.ID: [" ".join(x) for x in labels]})
+    check_submission(submission, test_names, args.out)
+    write_csv(args.out, submission)
+    share = sum(x[0] == C.NEW_WHALE for x in labels) / max(1, len(labels))
+    log.info("wrote %s: %d photos, threshold %.4f, new_whale first for %.0f%%", args.out, len(labels), threshold,
+             100 * share)
+    print(f"Submission: {args.out}")
+    return args.out

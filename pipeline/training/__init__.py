@@ -1,0 +1,1 @@
+"""The training loop, its hooks and device set-up."""

@@ -1,0 +1,93 @@
+"""Train one model on one fold: data, model, loss, optimiser, hooks, resume, final weights."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from pipeline import columns as C
+from pipeline.data.cache import ImageCache
+from pipeline.data.datasets import CachedPhotos
+from pipeline.data.samplers import PKBatchSampler
+from pipeline.data.transforms import train_transform
+from pipeline.errors import PipelineError
+from pipeline.io.atomic import write_yaml
+from pipeline.losses import build_loss
+from pipeline.models import build_model
+from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.training.device import pick_device
+from pipeline.training.hooks import Checkpoint, EpochLog, Progress, TimeBudget
+from pipeline.training.loop import Trainer
+
+log = logging.getLogger(__name__)
+
+# Config sections whose change makes an old checkpoint unusable for resuming.
+RESUME_SECTIONS = ("model", "loss", "sampler", "augment", "preprocess", "seed")
+
+
+def training_photos(folds: pd.DataFrame, fold: int | None) -> pd.DataFrame:
+    """Known-whale photos outside validation fold `fold` (all known photos when fold is None)."""
+    part = folds[folds[C.ID] != C.NEW_WHALE]
+    if fold is not None:
+        part = part[part[C.FOLD] != fold]
+    return part.reset_index(drop=True)
+
+
+def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out_dir: Path,
+        restart: bool = False) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    last_path, final_path = out_dir / "last.pt", out_dir / "final.pt"
+    photos = training_photos(folds, fold)
+    whales = sorted(photos[C.ID].unique())
+    if len(whales) < 2:
+        raise PipelineError(f"fold {fold} has {len(whales)} known whale(s) to train on; need at least 2",
+                            "folds file")
+    labels = pd.Series(np.arange(len(whales)), index=whales).loc[photos[C.ID]].to_numpy()
+    rows = cache.rows(photos[C.IMAGE])
+
+    seed = int(cfg["seed"]) + (fold or 0)
+    torch.manual_seed(seed)
+    device = pick_device()
+    model = build_model(cfg).to(device)
+    loss = build_loss(cfg, len(whales), model.embedding_dim).to(device)
+    t = cfg["train"]
+    optimizer = torch.optim.AdamW([
+        {"params": model.parameters(), "lr": float(t["lr"])},
+        {"params": loss.parameters(), "lr": float(t["lr"]) * float(cfg["loss"]["lr_multiplier"])},
+    ], weight_decay=float(t["weight_decay"]))
+    transform = train_transform(cfg["augment"])
+    sampler = PKBatchSampler(labels, cfg["sampler"]["classes_per_batch"], cfg["sampler"]["photos_per_class"], seed)
+    loader = DataLoader(CachedPhotos(cache.images, rows, labels, transform), batch_sampler=sampler,
+                        num_workers=int(t["workers"]), pin_memory=device.type == "cuda",
+                        persistent_workers=int(t["workers"]) > 0)
+    budget = t["time_budget_min"]
+    trainer = Trainer(model, loss, optimizer, loader, device, int(t["epochs"]), cfg, seed,
+                      hooks=[TimeBudget(budget), Progress(f"train fold {fold}"), EpochLog(out_dir / "log.csv"),
+                             Checkpoint(last_path)],
+                      amp=bool(t["amp"]), grad_clip=t["grad_clip"], warmup_epochs=float(t["warmup_epochs"]),
+                      time_budget_s=None if budget is None else float(budget) * 60, transform=transform)
+    if last_path.exists() and not restart:
+        state = load_checkpoint(last_path)
+        check_resumable(state["config"], cfg, last_path)
+        trainer.restore(state)
+        log.info("resuming %s at epoch %d (%.0fs already spent)", last_path, trainer.epoch, trainer.elapsed_before)
+    write_yaml(out_dir / "config.yaml", cfg)
+    trainer.run()
+    final = {"model": model.state_dict(), "config": cfg, "whales": whales, "fold": -1 if fold is None else fold,
+             "epochs": trainer.epoch, "steps": trainer.step, "elapsed": trainer.elapsed(),
+             "history": trainer.history}
+    save_checkpoint(final_path, final)
+    return {"fold": fold, "epochs": trainer.epoch, "steps": trainer.step, "seconds": round(trainer.elapsed(), 1),
+            "final_loss": trainer.history[-1]["loss"] if trainer.history else None, "whales": len(whales),
+            "photos": len(photos), "device": str(device)}
+
+
+def check_resumable(saved: dict, current: dict, path: Path) -> None:
+    for section in RESUME_SECTIONS:
+        if saved.get(section) != current.get(section):
+            raise PipelineError(f"checkpoint was trained with a different {section!r} config; "
+                                "use --restart to train from scratch", path)

@@ -1,0 +1,142 @@
+"""A plain training loop; everything around it (logs, checkpoints, budget, progress) is a hook."""
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.training.checkpoint import save_checkpoint
+from pipeline.training.device import autocast
+
+
+def lr_factor(progress: float, warmup: float) -> float:
+    """Linear warm-up over the first `warmup` share of training, then cosine down to 1%."""
+    if warmup > 0 and progress < warmup:
+        return 0.1 + 0.9 * progress / warmup
+    t = (progress - warmup) / max(1e-8, 1 - warmup)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, loss: nn.Module, optimizer: torch.optim.Optimizer, loader,
+                 device: torch.device, epochs: int, config: dict, seed: int, hooks=(), amp: bool = True,
+                 grad_clip: float | None = None, warmup_epochs: float = 1.0, time_budget_s: float | None = None,
+                 transform=None):
+        self.model, self.loss, self.optimizer, self.loader = model, loss, optimizer, loader
+        self.device, self.epochs, self.config, self.seed = device, int(epochs), config, int(seed)
+        self.hooks = list(hooks)
+        self.use_amp = amp and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.grad_clip = grad_clip
+        self.steps_per_epoch = len(loader.batch_sampler)
+        self.warmup = min(0.5, warmup_epochs / max(1, self.epochs))
+        self.time_budget_s = time_budget_s
+        self.transform = transform
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.epoch = 0  # epochs finished
+        self.step = 0
+        self.history: list[dict] = []
+        self.elapsed_before = 0.0  # seconds spent in earlier (interrupted) runs
+        self.stop_requested = False
+        self.last_loss = float("nan")
+        self._started = time.time()
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self._started
+
+    def progress(self) -> float:
+        by_steps = self.step / max(1, self.epochs * self.steps_per_epoch)
+        by_time = self.elapsed() / self.time_budget_s if self.time_budget_s else 0.0
+        return min(1.0, max(by_steps, by_time))
+
+    def _seed_epoch(self) -> None:
+        # Everything random in an epoch is a function of (seed, epoch): a resumed run repeats it exactly.
+        seed = (self.seed * 1_000_003 + self.epoch) % 2**31
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        self.loader.batch_sampler.set_epoch(self.epoch)
+        if self.transform is not None and hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(seed)
+
+    def run(self) -> None:
+        self._started = time.time()
+        for hook in self.hooks:
+            hook.before_train(self)
+        while self.epoch < self.epochs and not self.stop_requested:
+            self._seed_epoch()
+            self.model.train()
+            self.loss.train()
+            total, count = 0.0, 0
+            for images, labels in self.loader:
+                self._set_lr()
+                loss = self._step(images.to(self.device, non_blocking=True), labels.to(self.device))
+                self.step += 1
+                self.last_loss = loss
+                total, count = total + loss, count + 1
+                for hook in self.hooks:
+                    hook.after_step(self)
+                if self.stop_requested:
+                    break
+            if count < self.steps_per_epoch:
+                # A budget stop mid-epoch: keep the weights, but count the epoch as not done.
+                self.history.append(self._row(total / max(1, count), partial=True))
+            else:
+                self.epoch += 1
+                self.history.append(self._row(total / max(1, count)))
+            for hook in self.hooks:
+                hook.after_epoch(self)
+        for hook in self.hooks:
+            hook.after_train(self)
+
+    def _row(self, loss: float, partial: bool = False) -> dict:
+        return {"epoch": self.epoch, "steps": self.step, "loss": round(loss, 6),
+                "lr": self.optimizer.param_groups[0]["lr"], "elapsed_s": round(self.elapsed(), 1),
+                "partial": int(partial)}
+
+    def _set_lr(self) -> None:
+        factor = lr_factor(self.progress(), self.warmup)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
+
+    def _step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device, self.use_amp):
+            embeddings = self.model(images)
+        loss = self.loss(embeddings.float(), labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower train.lr")
+        self.scaler.scale(loss).backward()
+        if self.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(list(self.model.parameters()) + list(self.loss.parameters()), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach())
+
+    # ------------------------------------------------------------ state
+
+    def state(self) -> dict:
+        return {
+            "model": self.model.state_dict(), "loss": self.loss.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch, "step": self.step, "elapsed": self.elapsed(), "history": self.history,
+            "config": self.config,
+        }
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(path, self.state())
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.loss.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.elapsed_before = float(state["elapsed"])
+        self.history = list(state["history"])
