@@ -54,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "augment": {
         "shift_scale_rotate": 0.7,
         "brightness_contrast": 0.5,
+        "color": 0.5,
         "grayscale": 0.2,
         "blur": 0.1,
     },
@@ -143,12 +144,14 @@ def model_config_path(configs_dir: str | Path, model: str) -> Path:
 
 
 def load_stage_config(configs_dir: str | Path = "configs", model: str | None = None,
-                      overrides: Iterable[str] = ()) -> dict:
-    """Defaults <- configs/pipeline.yaml (if present) <- configs/models/<model>.yaml <- overrides."""
+                      overrides: Iterable[str] = (), pipeline: str | Path | None = None) -> dict:
+    """Defaults <- the pipeline file (default configs/pipeline.yaml, if present)
+    <- configs/models/<model>.yaml <- overrides."""
     paths: list[Path] = []
-    shared = Path(configs_dir) / "pipeline.yaml"
-    if shared.is_file():
-        paths.append(shared)
+    if pipeline is not None:
+        paths.append(Path(pipeline))
+    elif (Path(configs_dir) / "pipeline.yaml").is_file():
+        paths.append(Path(configs_dir) / "pipeline.yaml")
     if model:
         paths.append(model_config_path(configs_dir, model))
     cfg = load_config(paths, overrides)

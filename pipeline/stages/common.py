@@ -13,7 +13,9 @@ from pipeline.config import load_stage_config
 
 def add_common(parser: argparse.ArgumentParser, model: bool = False) -> None:
     parser.add_argument("--work", default="work", help="working folder for caches, models, predictions")
-    parser.add_argument("--configs", default="configs", help="folder holding pipeline.yaml and models/")
+    parser.add_argument("--configs", default="configs", help="folder holding models/ and ensemble.yaml")
+    parser.add_argument("--pipeline", default=None,
+                        help="shared settings file (default: <configs>/pipeline.yaml when present)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set train.lr=0.001 (repeatable)")
     if model:
@@ -30,7 +32,7 @@ def add_folds(parser: argparse.ArgumentParser) -> None:
 
 
 def stage_config(args: argparse.Namespace) -> dict:
-    return load_stage_config(args.configs, getattr(args, "model", None), args.overrides)
+    return load_stage_config(args.configs, getattr(args, "model", None), args.overrides, args.pipeline)
 
 
 def parse_folds(text: str, n_folds: int) -> list[int]:

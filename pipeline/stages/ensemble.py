@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def members(args: argparse.Namespace) -> tuple[list[dict], dict]:
-    paths = [p for p in (Path(args.configs) / "pipeline.yaml", Path(args.configs) / "ensemble.yaml") if p.is_file()]
+    shared = Path(args.pipeline) if args.pipeline else Path(args.configs) / "pipeline.yaml"
+    paths = [p for p in (shared, Path(args.configs) / "ensemble.yaml") if p.is_file() or p == Path(str(args.pipeline))]
     cfg = load_config(paths, args.overrides)
     if args.model:
         return [{"name": args.model, "weight": 1.0}], cfg

@@ -1,0 +1,85 @@
+# One target per stage; `make all` runs them in order. Every variable can be set on the command line:
+#   make all DATA=../shared/data/nyala WORK=/tmp/nyala BUDGET=2 SUBMISSION=/tmp/nyala/sub.csv
+DATA ?= data
+WORK ?= work
+MODEL ?= resnet18_arcface
+FOLDS ?= all
+BUDGET ?=
+SUBMISSION ?= submissions/submission.csv
+PIPELINE ?= configs/pipeline.yaml
+FOLDS_FILE ?= folds/folds.csv
+SET ?=
+NPROC ?= 1
+
+VENV := .venv
+WHALE := $(VENV)/bin/whale
+PYTHON := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+COMMON = --work $(WORK) --pipeline $(PIPELINE) $(foreach s,$(SET),--set $(s))
+MODEL_ARGS = $(COMMON) --model $(MODEL) --folds-file $(FOLDS_FILE)
+
+DEMO_WORK := work/demo
+DEMO_DATA := $(DEMO_WORK)/data
+DEMO_ARGS := DATA=$(DEMO_DATA) WORK=$(DEMO_WORK) MODEL=demo_mobilenet PIPELINE=configs/demo.yaml \
+             FOLDS_FILE=folds/demo.csv SUBMISSION=submissions/demo.csv BUDGET=1
+
+.PHONY: install demo test test-slow bench synth preprocess folds train embed knn ensemble submit cv all clean
+
+install: $(INSTALLED)
+
+# torch and torchvision first, pinned: this machine serves exactly these from its own disk.
+$(INSTALLED): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: install
+	$(WHALE) synth --out $(DEMO_DATA)
+	$(MAKE) --no-print-directory all $(DEMO_ARGS)
+	@echo "================ demo results ================"
+	@$(WHALE) cv --work $(DEMO_WORK) --pipeline configs/demo.yaml --folds-file folds/demo.csv 2>/dev/null | tail -1
+	@$(WHALE) score submissions/demo.csv $(DEMO_DATA)/solution.csv
+	@echo "Submission: submissions/demo.csv"
+
+test: install
+	$(VENV)/bin/pytest -q
+
+test-slow: install
+	$(VENV)/bin/pytest -q -m slow
+
+bench: install
+	$(PYTHON) -m benchmarks.real_data --budget $(or $(BUDGET),2)
+
+synth: install
+	$(WHALE) synth --out $(DATA)
+
+preprocess: install
+	$(WHALE) preprocess --data $(DATA) $(COMMON)
+
+folds: install
+	$(WHALE) folds $(COMMON) --folds-file $(FOLDS_FILE)
+
+train: install
+	$(WHALE) train $(MODEL_ARGS) --folds $(FOLDS) $(if $(BUDGET),--budget $(BUDGET))
+
+embed: install
+	$(WHALE) embed $(MODEL_ARGS) --folds $(FOLDS)
+
+knn: install
+	$(WHALE) knn $(MODEL_ARGS) --folds $(FOLDS)
+
+ensemble: install
+	$(WHALE) ensemble $(COMMON) --model $(MODEL) --folds-file $(FOLDS_FILE)
+
+submit: install
+	$(WHALE) submit $(COMMON) --folds-file $(FOLDS_FILE) --out $(SUBMISSION)
+
+cv: install
+	$(WHALE) cv $(COMMON) --folds-file $(FOLDS_FILE)
+
+all: preprocess folds train embed knn ensemble submit cv
+
+clean:
+	rm -rf $(WORK)

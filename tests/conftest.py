@@ -1,0 +1,37 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory):
+    """A small synthetic Kaggle-layout data set, made once per test session."""
+    from pipeline.data.synth import SynthSpec, make_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    make_dataset(root, SynthSpec(n_whales=25, photo_size=(96, 160), seed=3), progress=False)
+    return root
+
+
+def write_layout(root: Path, train_rows, test_names, make_images=True):
+    """Write a minimal Kaggle layout with tiny valid JPEGs; returns root."""
+    from PIL import Image
+
+    (root / "train").mkdir(parents=True, exist_ok=True)
+    (root / "test").mkdir(parents=True, exist_ok=True)
+    lines = ["Image,Id"] + [f"{a},{b}" for a, b in train_rows]
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+    (root / "sample_submission.csv").write_text(
+        "Image,Id\n" + "".join(f"{n},new_whale w_1 w_2 w_3 w_4\n" for n in test_names))
+    if make_images:
+        for name, _ in train_rows:
+            Image.new("RGB", (32, 24), (10, 20, 30)).save(root / "train" / name)
+        for name in test_names:
+            Image.new("RGB", (32, 24), (10, 20, 30)).save(root / "test" / name)
+    return root

@@ -1,0 +1,35 @@
+import pytest
+
+from pipeline.config import DEFAULTS, load_config, load_stage_config
+from pipeline.errors import PipelineError
+
+
+def test_defaults_and_overrides(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("train:\n  lr: 0.5\n")
+    cfg = load_config([path], ["train.epochs=7", "model.backbone=test_resnet"])
+    assert cfg["train"]["lr"] == 0.5 and cfg["train"]["epochs"] == 7
+    assert cfg["model"]["backbone"] == "test_resnet"
+    assert cfg["loss"] == DEFAULTS["loss"]
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("train:\n  learning_rate: 0.5\n")
+    with pytest.raises(PipelineError, match=r"m\.yaml: unknown config key 'train\.learning_rate'"):
+        load_config([path])
+
+
+def test_unknown_override_key():
+    with pytest.raises(PipelineError, match=r"unknown config key 'trian'"):
+        load_config([], ["trian.lr=1"])
+
+
+def test_every_shipped_model_config_loads():
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    names = [p.stem for p in (configs / "models").glob("*.yaml")]
+    assert names
+    for name in names:
+        assert load_stage_config(configs, name)["name"] == name

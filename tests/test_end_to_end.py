@@ -1,0 +1,74 @@
+"""The whole chain through the `whale` command on a tiny synthetic set, and on the real lion set."""
+import shutil
+
+import pandas as pd
+import pytest
+
+from pipeline import columns as C
+from pipeline.cli import main
+from pipeline.io.submission import check_submission, score_submission
+from tests.conftest import REPO, SHARED_DATA
+
+CONFIGS = str(REPO / "configs")
+
+
+def run_chain(data, work, model, extra=(), budget=None):
+    folds_file = str(work / "folds.csv")
+    common = ["--work", str(work), "--configs", CONFIGS, *extra]
+    steps = [
+        ["preprocess", "--data", str(data), *common],
+        ["folds", *common, "--folds-file", folds_file],
+        ["train", *common, "--model", model, "--folds-file", folds_file, *(["--budget", str(budget)] if budget else [])],
+        ["embed", *common, "--model", model, "--folds-file", folds_file],
+        ["knn", *common, "--model", model, "--folds-file", folds_file],
+        ["ensemble", *common, "--model", model, "--folds-file", folds_file],
+        ["submit", *common, "--folds-file", folds_file, "--out", str(work / "sub.csv")],
+        ["cv", *common, "--folds-file", folds_file],
+    ]
+    for argv in steps:
+        assert main(argv) == 0, argv
+    return work / "sub.csv"
+
+
+def new_whale_first_score(solution):
+    return float((solution[C.ID] == C.NEW_WHALE).mean())
+
+
+def check_result(data, work, submission):
+    solution = pd.read_csv(data / "solution.csv", dtype=str, keep_default_na=False)
+    sub = pd.read_csv(submission, dtype=str, keep_default_na=False)
+    sample = pd.read_csv(data / "sample_submission.csv", dtype=str)
+    check_submission(sub, sample[C.IMAGE])  # raises on any format problem
+    assert list(sub[C.IMAGE]) == list(sample[C.IMAGE])
+    score = score_submission(sub, solution)
+    cv = pd.read_json(work / "reports" / "cv.json", typ="series")
+    assert 0 <= cv["map5"] <= 1 and len(cv["folds"]) >= 2
+    assert (work / "reports" / "cv.md").read_text().startswith("# Cross-validation")
+    assert not list(work.rglob("*.tmp-*")), "a temporary file was left behind"
+    return score, new_whale_first_score(solution)
+
+
+def test_tiny_synthetic_end_to_end(tiny_synth, tmp_path):
+    work = tmp_path / "work"
+    sub = run_chain(tiny_synth, work, "test_arcface",
+                    extra=["--set", "preprocess.image_size=[48,96]", "--set", "folds.n_folds=3",
+                           "--set", "train.epochs=8"])
+    score, baseline = check_result(tiny_synth, work, sub)
+    assert score > baseline, (score, baseline)
+    # Re-running train with an unchanged config skips the finished folds.
+    before = (work / "models" / "test_arcface" / "fold0" / "final.pt").stat().st_mtime_ns
+    assert main(["train", "--work", str(work), "--configs", CONFIGS, "--model", "test_arcface",
+                 "--folds-file", str(work / "folds.csv"), "--set", "preprocess.image_size=[48,96]",
+                 "--set", "folds.n_folds=3", "--set", "train.epochs=8"]) == 0
+    assert (work / "models" / "test_arcface" / "fold0" / "final.pt").stat().st_mtime_ns == before
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "lion" / "train.csv").is_file(), reason="../shared/data/lion not present")
+def test_lion_end_to_end(tmp_path):
+    data = SHARED_DATA / "lion"
+    work = tmp_path / "work"
+    sub = run_chain(data, work, "test_arcface",
+                    extra=["--set", "preprocess.image_size=[64,64]", "--set", "folds.n_folds=3",
+                           "--set", "train.epochs=6"])
+    score, baseline = check_result(data, work, sub)
+    assert score > baseline, (score, baseline)

@@ -1,0 +1,75 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import columns as C
+from pipeline.metrics import map_at_5
+from pipeline.retrieval.index import check_embeddings, search
+from pipeline.retrieval.scores import fuse, whale_scores
+from pipeline.retrieval.threshold import map5_by_threshold, predict, top_whales, tune_threshold
+from pipeline.errors import PipelineError
+
+
+def random_unit(rng, n, d):
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_whale_scores_equal_brute_force_max_per_whale():
+    rng = np.random.default_rng(0)
+    gallery, queries = random_unit(rng, 60, 8), random_unit(rng, 7, 8)
+    ids = np.array([f"w_{i % 13}" for i in range(60)])
+    sims, idx = search(gallery, queries, 60)
+    table = whale_scores(sims, idx, ids, [f"q{i}" for i in range(7)], keep_top=50)
+    brute = queries @ gallery.T
+    for q in range(7):
+        mine = table[table[C.IMAGE] == f"q{q}"]
+        expected = pd.Series(brute[q]).groupby(ids).max().sort_values(ascending=False)
+        assert list(mine[C.ID]) == list(expected.index)
+        np.testing.assert_allclose(mine[C.SCORE].to_numpy(), expected.to_numpy(), rtol=1e-5)
+
+
+def test_fuse_averages_and_fills_missing_with_query_floor():
+    a = pd.DataFrame({C.IMAGE: ["q", "q"], C.ID: ["w1", "w2"], C.SCORE: [0.9, 0.5]})
+    b = pd.DataFrame({C.IMAGE: ["q", "q"], C.ID: ["w2", "w3"], C.SCORE: [0.8, 0.4]})
+    fused = fuse([a, b]).set_index(C.ID)[C.SCORE]
+    assert fused["w1"] == pytest.approx((0.9 + 0.4) / 2)  # b's floor for q is 0.4
+    assert fused["w2"] == pytest.approx((0.5 + 0.8) / 2)
+    assert fused["w3"] == pytest.approx((0.5 + 0.4) / 2)
+
+
+def test_vectorised_threshold_curve_matches_the_metric():
+    rng = np.random.default_rng(1)
+    whales = [f"w_{i}" for i in range(12)]
+    rows, truths, names = [], [], []
+    for q in range(80):
+        names.append(f"q{q}")
+        n = rng.integers(2, 9)  # some queries have fewer than five candidates
+        for w, s in zip(rng.choice(whales, n, replace=False), rng.random(n)):
+            rows.append((f"q{q}", w, float(s)))
+        truths.append(C.NEW_WHALE if rng.random() < 0.3 else str(rng.choice(whales)))
+    table = pd.DataFrame(rows, columns=[C.IMAGE, C.ID, C.SCORE])
+    ids, vals = top_whales(table, names)
+    fallback = ["w_fb1", "w_fb2", "w_fb3", "w_fb4", "w_fb5"]
+    for t in [-1.0, 0.2, 0.5, 0.77, 2.0]:
+        labels = predict(ids, vals, t, fallback)
+        assert all(len(x) == 5 and len(set(x)) == 5 for x in labels)
+        assert map5_by_threshold(ids, vals, truths, [t])[0] == pytest.approx(map_at_5(truths, labels))
+
+
+def test_tuned_threshold_beats_the_extremes():
+    # Known queries score high on their whale, new_whale queries score low: a middle threshold wins.
+    names = [f"q{i}" for i in range(20)]
+    rows = [(n, "w_a", 0.9 if i < 10 else 0.3) for i, n in enumerate(names)]
+    truths = ["w_a"] * 10 + [C.NEW_WHALE] * 10
+    ids, vals = top_whales(pd.DataFrame(rows, columns=[C.IMAGE, C.ID, C.SCORE]), names)
+    t, best, curve = tune_threshold(ids, vals, truths, 51)
+    assert 0.3 < t <= 0.9 and best == pytest.approx(1.0)
+    assert curve["map5"].iloc[0] < 1 and curve["map5"].iloc[-1] < 1
+
+
+def test_nan_embeddings_are_rejected_with_row():
+    x = np.ones((4, 3), dtype=np.float32)
+    x[2, 1] = np.nan
+    with pytest.raises(PipelineError, match=r"emb\.npy: 1 embedding row\(s\) hold NaN or Inf \(first: row 2\)"):
+        check_embeddings(x, "emb.npy")
