@@ -12,6 +12,7 @@ import pandas as pd
 from pipeline import columns as C
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
+from pipeline.io.atomic import write_csv
 from pipeline.retrieval.predictions import Predictions, write_predictions
 from pipeline.retrieval.scores import fuse
 from pipeline.stages.common import add_common, prediction_dir
@@ -28,8 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def members(args: argparse.Namespace) -> tuple[list[dict], dict]:
-    shared = Path(args.pipeline) if args.pipeline else Path(args.configs) / "pipeline.yaml"
-    paths = [p for p in (shared, Path(args.configs) / "ensemble.yaml") if p.is_file() or p == Path(str(args.pipeline))]
+    # An explicit --pipeline file must exist; the default ones are optional.
+    paths = [Path(args.pipeline)] if args.pipeline else [Path(args.configs) / "pipeline.yaml"]
+    paths = [p for p in paths if args.pipeline or p.is_file()]
+    if (Path(args.configs) / "ensemble.yaml").is_file():
+        paths.append(Path(args.configs) / "ensemble.yaml")
     cfg = load_config(paths, args.overrides)
     if args.model:
         return [{"name": args.model, "weight": 1.0}], cfg
@@ -50,9 +54,6 @@ def run(args: argparse.Namespace) -> dict:
     oof[C.FOLD] = oof[C.IMAGE].map(folds.set_index(C.IMAGE)[C.FOLD])
     test = fuse([p.test for p in preds], weights)
     threshold = write_predictions(prediction_dir(args.work, ENSEMBLE), oof, test, folds, cfg["threshold"]["grid"])
-    threshold_path = prediction_dir(args.work, ENSEMBLE) / "members.csv"
-    from pipeline.io.atomic import write_csv
-
-    write_csv(threshold_path, pd.DataFrame(models))
+    write_csv(prediction_dir(args.work, ENSEMBLE) / "members.csv", pd.DataFrame(models))
     log.info("ensemble of %s: threshold %.4f", ", ".join(m["name"] for m in models), threshold["threshold"])
     return threshold
