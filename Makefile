@@ -30,7 +30,6 @@ install: $(INSTALLED)
 # torch and torchvision first, pinned: this machine serves exactly these from its own disk.
 $(INSTALLED): pyproject.toml
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $@
@@ -61,8 +60,11 @@ preprocess: install
 folds: install
 	$(WHALE) folds $(COMMON) --folds-file $(FOLDS_FILE)
 
+# NPROC=2 (or more) trains under torchrun with DDP: NCCL on GPUs, gloo on the CPU.
+TRAIN_CMD = $(if $(filter 1,$(NPROC)),$(WHALE),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m pipeline)
+
 train: install
-	$(WHALE) train $(MODEL_ARGS) --folds $(FOLDS) $(if $(BUDGET),--budget $(BUDGET))
+	$(TRAIN_CMD) train $(MODEL_ARGS) --folds $(FOLDS) $(if $(BUDGET),--budget $(BUDGET))
 
 embed: install
 	$(WHALE) embed $(MODEL_ARGS) --folds $(FOLDS)

@@ -18,6 +18,7 @@ def add_common(parser: argparse.ArgumentParser, model: bool = False) -> None:
                         help="shared settings file (default: <configs>/pipeline.yaml when present)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set train.lr=0.001 (repeatable)")
+    parser.add_argument("--force", action="store_true", help="redo the stage even if its inputs did not change")
     if model:
         parser.add_argument("--model", required=True, help="a config name under configs/models/")
 

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline import columns as C
-from pipeline.data.cache import ImageCache
+from pipeline.data.cache import ImageCache, cache_dir
+from pipeline.io.stamp import Stamp, fingerprint
 from pipeline.io.atomic import write_csv, write_npy
 from pipeline.models import build_model
 from pipeline.models.embedding import embed_rows
@@ -41,12 +42,18 @@ def run(args: argparse.Namespace) -> None:
         from pipeline.errors import PipelineError
 
         raise PipelineError("no trained fold model; run the train stage first", model_dir(args.work, cfg["name"], 0))
+    cache_files = [cache_dir(args.work) / "images.npy", cache_dir(args.work) / "manifest.parquet"]
     for fold in folds:
-        state = load_checkpoint(model_dir(args.work, cfg["name"], fold) / "final.pt")
+        weights = model_dir(args.work, cfg["name"], fold) / "final.pt"
+        out = embedding_dir(args.work, cfg["name"], fold)
+        stamp = Stamp(args.work, f"embed-{cfg['name']}-fold{fold}", fingerprint([weights, *cache_files], cfg["embed"]),
+                      [out / "train.npy", out / "test.npy", out / "index.csv"])
+        if stamp.up_to_date(args.force):
+            continue
+        state = load_checkpoint(weights)
         model_cfg = state["config"]
         model = build_model(model_cfg).to(device)
         model.load_state_dict(state["model"])
-        out = embedding_dir(args.work, cfg["name"], fold)
         e = cfg["embed"]
         index = []
         for split in (C.TRAIN, C.TEST):
@@ -56,4 +63,5 @@ def run(args: argparse.Namespace) -> None:
             write_npy(out / f"{split}.npy", vectors)
             index.append(pd.DataFrame({C.IMAGE: part[C.IMAGE], C.SPLIT: split, C.ROW: np.arange(len(part))}))
         write_csv(out / "index.csv", pd.concat(index, ignore_index=True))
+        stamp.write()
         log.info("fold %d: embeddings of %d photos written to %s", fold, sum(len(i) for i in index), out)

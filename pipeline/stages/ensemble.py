@@ -13,6 +13,7 @@ from pipeline import columns as C
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.io.atomic import write_csv
+from pipeline.io.stamp import Stamp, fingerprint
 from pipeline.retrieval.predictions import Predictions, write_predictions
 from pipeline.retrieval.scores import fuse
 from pipeline.stages.common import add_common, prediction_dir
@@ -46,6 +47,13 @@ def members(args: argparse.Namespace) -> tuple[list[dict], dict]:
 
 def run(args: argparse.Namespace) -> dict:
     models, cfg = members(args)
+    out = prediction_dir(args.work, ENSEMBLE)
+    inputs = [args.folds_file, *(prediction_dir(args.work, m["name"]) / n for m in models
+                                 for n in ("oof.parquet", "test.parquet"))]
+    stamp = Stamp(args.work, "ensemble", fingerprint(inputs, [models, cfg["threshold"]]),
+                  [out / "oof.parquet", out / "test.parquet", out / "threshold.json", out / "members.csv"])
+    if stamp.up_to_date(args.force):
+        return Predictions.read(out).threshold
     folds = read_folds(args.folds_file)
     preds = [Predictions.read(prediction_dir(args.work, m["name"])) for m in models]
     weights = [m["weight"] for m in models]
@@ -53,7 +61,8 @@ def run(args: argparse.Namespace) -> dict:
     oof = fuse([p.oof[p.oof[C.FOLD].isin(common)].drop(columns=C.FOLD) for p in preds], weights)
     oof[C.FOLD] = oof[C.IMAGE].map(folds.set_index(C.IMAGE)[C.FOLD])
     test = fuse([p.test for p in preds], weights)
-    threshold = write_predictions(prediction_dir(args.work, ENSEMBLE), oof, test, folds, cfg["threshold"]["grid"])
-    write_csv(prediction_dir(args.work, ENSEMBLE) / "members.csv", pd.DataFrame(models))
+    threshold = write_predictions(out, oof, test, folds, cfg["threshold"]["grid"])
+    write_csv(out / "members.csv", pd.DataFrame(models))
+    stamp.write()
     log.info("ensemble of %s: threshold %.4f", ", ".join(m["name"] for m in models), threshold["threshold"])
     return threshold

@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import columns as C
-from pipeline.data.cache import ImageCache
+from pipeline.data.cache import ImageCache, cache_dir
+from pipeline.io.stamp import Stamp, fingerprint
 from pipeline.data.folds import make_folds, summarise
 from pipeline.io.atomic import write_csv
 from pipeline.stages.common import add_common, stage_config
@@ -32,10 +33,16 @@ def read_folds(path: str | Path) -> pd.DataFrame:
 
 def run(args: argparse.Namespace) -> pd.DataFrame:
     cfg = stage_config(args)
+    manifest = cache_dir(args.work) / "manifest.parquet"
+    stamp = Stamp(args.work, f"folds-{Path(args.folds_file).resolve()}",
+                  fingerprint([manifest], [cfg["folds"], cfg["seed"]]), [args.folds_file])
+    if stamp.up_to_date(args.force):
+        return summarise(read_folds(args.folds_file))
     train = ImageCache.open(args.work).split(C.TRAIN)
     f = cfg["folds"]
     folds = make_folds(train, f["n_folds"], f["new_whale_share"], f["holdout_whale_share"], cfg["seed"])
     write_csv(args.folds_file, folds)
+    stamp.write()
     summary = summarise(folds)
     log.info("wrote %s (%d photos, %d train-only)\n%s", args.folds_file, len(folds),
              int((folds[C.FOLD] == C.TRAIN_ONLY).sum()), summary.to_string(index=False))

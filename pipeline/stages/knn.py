@@ -10,9 +10,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline import columns as C
+from pipeline.data.cache import ImageCache
+from pipeline.data.folds import check_folds
 from pipeline.errors import PipelineError
 from pipeline.retrieval.index import check_embeddings, search
-from pipeline.retrieval.predictions import write_predictions
+from pipeline.io.stamp import Stamp, fingerprint
+from pipeline.retrieval.predictions import Predictions, write_predictions
 from pipeline.retrieval.scores import fuse, whale_scores
 from pipeline.stages.common import add_common, add_folds, embedding_dir, parse_folds, prediction_dir, stage_config
 from pipeline.stages.folds import read_folds
@@ -63,22 +66,29 @@ def fold_scores(folder: Path, folds: pd.DataFrame, fold: int, test_names, cfg: d
 def run(args: argparse.Namespace) -> dict:
     cfg = stage_config(args)
     folds = read_folds(args.folds_file)
-    from pipeline.data.cache import ImageCache
-
-    test_names = ImageCache.open(args.work).split(C.TEST)[C.IMAGE].to_numpy()
+    cache = ImageCache.open(args.work)
+    check_folds(folds, cache.split(C.TRAIN)[C.IMAGE], args.folds_file)
+    test_names = cache.split(C.TEST)[C.IMAGE].to_numpy()
     root = Path(args.work) / "embeddings" / cfg["name"]
     available = sorted(int(p.name[4:]) for p in root.glob("fold*") if (p / "index.csv").is_file())
     wanted = available if args.folds == "all" else parse_folds(args.folds, int(folds[C.FOLD].max()) + 1)
     if not wanted:
         raise PipelineError("no embeddings; run the embed stage first", root)
+    out = prediction_dir(args.work, cfg["name"])
+    inputs = [args.folds_file, *(embedding_dir(args.work, cfg["name"], k) / n for k in wanted
+                                 for n in ("train.npy", "test.npy", "index.csv"))]
+    stamp = Stamp(args.work, f"knn-{cfg['name']}", fingerprint(inputs, [wanted, cfg["knn"], cfg["threshold"]]),
+                  [out / "oof.parquet", out / "test.parquet", out / "threshold.json"])
+    if stamp.up_to_date(args.force):
+        return Predictions.read(out).threshold
     oofs, tests = [], []
     for fold in wanted:
         oof, test = fold_scores(embedding_dir(args.work, cfg["name"], fold), folds, fold, test_names, cfg)
         oofs.append(oof)
         tests.append(test)
-    out = prediction_dir(args.work, cfg["name"])
     threshold = write_predictions(out, pd.concat(oofs, ignore_index=True), fuse(tests), folds,
                                   cfg["threshold"]["grid"])
     log.info("%s: folds %s, new_whale threshold %.4f (out-of-fold MAP@5 %.4f at it), predictions in %s",
              cfg["name"], wanted, threshold["threshold"], threshold["oof_map5_in_sample"], out)
+    stamp.write()
     return threshold

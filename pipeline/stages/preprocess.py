@@ -17,6 +17,7 @@ from pipeline.data.images import UnreadableImage, load_rgb
 from pipeline.errors import PipelineError
 from pipeline.io.atomic import atomic_path, write_json, write_parquet
 from pipeline.io.layout import read_layout
+from pipeline.io.stamp import Stamp, fingerprint
 from pipeline.stages.common import add_common, add_data, stage_config
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,14 @@ def run(args: argparse.Namespace) -> dict:
     size = tuple(int(v) for v in cfg["preprocess"]["image_size"])
     layout = read_layout(args.data)
     started = time.time()
+    out = cache_dir(args.work)
+    photos = [layout.train_dir / n for n in layout.train[C.IMAGE]] + [layout.test_dir / n for n in layout.test[C.IMAGE]]
+    stamp = Stamp(args.work, "preprocess",
+                  fingerprint([layout.root / "train.csv", layout.root / "sample_submission.csv", *photos],
+                              cfg["preprocess"]["image_size"]),
+                  [out / "images.npy", out / "manifest.parquet", out / "preprocess.json"])
+    if stamp.up_to_date(args.force):
+        return {}
 
     manifest = pd.concat([
         layout.train.assign(**{C.SPLIT: C.TRAIN}),
@@ -49,9 +58,7 @@ def run(args: argparse.Namespace) -> dict:
     # Where each photo came from, to name the file and row when it cannot be read.
     sources = [(layout.root / "train.csv", i + 2) for i in range(len(layout.train))] + \
               [(layout.root / "sample_submission.csv", i + 2) for i in range(len(layout.test))]
-    paths = [layout.train_dir / n for n in layout.train[C.IMAGE]] + [layout.test_dir / n for n in layout.test[C.IMAGE]]
-
-    out = cache_dir(args.work)
+    paths = photos
     out.mkdir(parents=True, exist_ok=True)
     widths = np.zeros(len(manifest), dtype=np.int32)
     heights = np.zeros(len(manifest), dtype=np.int32)
@@ -82,6 +89,7 @@ def run(args: argparse.Namespace) -> dict:
         "grayscale_share": float(gray.mean()), "seconds": round(time.time() - started, 1),
     }
     write_json(out / "preprocess.json", report)
+    stamp.write()
     log.info("cached %d train + %d test photos at %dx%d in %s (%.0f%% grayscale)", report["train"],
              report["test"], size[0], size[1], out, 100 * report["grayscale_share"])
     return report

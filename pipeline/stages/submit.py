@@ -7,7 +7,10 @@ import logging
 import pandas as pd
 
 from pipeline import columns as C
-from pipeline.data.cache import ImageCache
+from pathlib import Path
+
+from pipeline.data.cache import ImageCache, cache_dir
+from pipeline.io.stamp import Stamp, fingerprint
 from pipeline.io.atomic import write_csv
 from pipeline.io.submission import check_submission
 from pipeline.retrieval.predictions import Predictions, fallback_whales
@@ -27,7 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> str:
-    preds = Predictions.read(prediction_dir(args.work, args.name))
+    folder = prediction_dir(args.work, args.name)
+    stamp = Stamp(args.work, f"submit-{Path(args.out).resolve()}",
+                  fingerprint([folder / "test.parquet", folder / "threshold.json", args.folds_file,
+                               cache_dir(args.work) / "manifest.parquet"], [args.name, args.threshold]), [args.out])
+    if stamp.up_to_date(args.force):
+        print(f"Submission: {args.out}")
+        return args.out
+    preds = Predictions.read(folder)
     test_names = ImageCache.open(args.work).split(C.TEST)[C.IMAGE].tolist()  # sample_submission's order
     threshold = preds.threshold["threshold"] if args.threshold is None else args.threshold
     ids, vals = top_whales(preds.test, test_names)
@@ -35,6 +45,7 @@ def run(args: argparse.Namespace) -> str:
     submission = pd.DataFrame({C.IMAGE: test_names, C.ID: [" ".join(x) for x in labels]})
     check_submission(submission, test_names, args.out)
     write_csv(args.out, submission)
+    stamp.write()
     share = sum(x[0] == C.NEW_WHALE for x in labels) / max(1, len(labels))
     log.info("wrote %s: %d photos, threshold %.4f, new_whale first for %.0f%%", args.out, len(labels), threshold,
              100 * share)

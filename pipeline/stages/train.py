@@ -21,7 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=float, default=None,
                         help="training minutes per fold (overrides train.time_budget_min)")
     parser.add_argument("--restart", action="store_true", help="ignore last.pt and train from scratch")
-    parser.add_argument("--force", action="store_true", help="train again even when final.pt is up to date")
 
 
 def run(args: argparse.Namespace) -> list[dict]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,8 @@ from pipeline.io.atomic import write_yaml
 from pipeline.losses import build_loss
 from pipeline.models import build_model
 from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.training.device import pick_device
-from pipeline.training.hooks import Checkpoint, EpochLog, Progress, TimeBudget
+from pipeline.training.distributed import cleanup, device_for, setup
+from pipeline.training.hooks import Checkpoint, EpochLog, Progress, StepDelay, TimeBudget
 from pipeline.training.loop import Trainer
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,11 @@ def training_photos(folds: pd.DataFrame, fold: int | None) -> pd.DataFrame:
 
 def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out_dir: Path,
         restart: bool = False) -> dict:
+    dist = setup()
     out_dir.mkdir(parents=True, exist_ok=True)
+    if dist.is_main:
+        for stale in out_dir.glob(".*.tmp-*"):  # left by a run killed mid-write
+            stale.unlink()
     last_path, final_path = out_dir / "last.pt", out_dir / "final.pt"
     photos = training_photos(folds, fold)
     whales = sorted(photos[C.ID].unique())
@@ -51,7 +56,7 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
 
     seed = int(cfg["seed"]) + (fold or 0)
     torch.manual_seed(seed)
-    device = pick_device()
+    device = device_for(dist)
     model = build_model(cfg).to(device)
     loss = build_loss(cfg, len(whales), model.embedding_dim).to(device)
     t = cfg["train"]
@@ -60,30 +65,35 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
         {"params": loss.parameters(), "lr": float(t["lr"]) * float(cfg["loss"]["lr_multiplier"])},
     ], weight_decay=float(t["weight_decay"]))
     transform = train_transform(cfg["augment"])
-    sampler = PKBatchSampler(labels, cfg["sampler"]["classes_per_batch"], cfg["sampler"]["photos_per_class"], seed)
+    sampler = PKBatchSampler(labels, cfg["sampler"]["classes_per_batch"], cfg["sampler"]["photos_per_class"], seed,
+                             rank=dist.rank, world=dist.world)
     loader = DataLoader(CachedPhotos(cache.images, rows, labels, transform), batch_sampler=sampler,
                         num_workers=int(t["workers"]), pin_memory=device.type == "cuda",
                         persistent_workers=int(t["workers"]) > 0)
     budget = t["time_budget_min"]
+    delay = [StepDelay(float(os.environ["WHALE_STEP_DELAY"]))] if os.environ.get("WHALE_STEP_DELAY") else []
     trainer = Trainer(model, loss, optimizer, loader, device, int(t["epochs"]), cfg, seed,
-                      hooks=[TimeBudget(budget), Progress(f"train fold {fold}"), EpochLog(out_dir / "log.csv"),
-                             Checkpoint(last_path)],
+                      hooks=[TimeBudget(budget)] + ([Progress(f"train fold {fold}"), EpochLog(out_dir / "log.csv"),
+                                                     Checkpoint(last_path)] if dist.is_main else []) + delay,
                       amp=bool(t["amp"]), grad_clip=t["grad_clip"], warmup_epochs=float(t["warmup_epochs"]),
-                      time_budget_s=None if budget is None else float(budget) * 60, transform=transform)
+                      time_budget_s=None if budget is None else float(budget) * 60, transform=transform, dist=dist)
     if last_path.exists() and not restart:
         state = load_checkpoint(last_path)
         check_resumable(state["config"], cfg, last_path)
         trainer.restore(state)
         log.info("resuming %s at epoch %d (%.0fs already spent)", last_path, trainer.epoch, trainer.elapsed_before)
-    write_yaml(out_dir / "config.yaml", cfg)
+    if dist.is_main:
+        write_yaml(out_dir / "config.yaml", cfg)
     trainer.run()
     final = {"model": model.state_dict(), "config": cfg, "whales": whales, "fold": -1 if fold is None else fold,
              "epochs": trainer.epoch, "steps": trainer.step, "elapsed": trainer.elapsed(),
              "history": trainer.history}
-    save_checkpoint(final_path, final)
+    if dist.is_main:
+        save_checkpoint(final_path, final)
+    cleanup(dist)
     return {"fold": fold, "epochs": trainer.epoch, "steps": trainer.step, "seconds": round(trainer.elapsed(), 1),
             "final_loss": trainer.history[-1]["loss"] if trainer.history else None, "whales": len(whales),
-            "photos": len(photos), "device": str(device)}
+            "photos": len(photos), "device": str(device), "processes": dist.world}
 
 
 def check_resumable(saved: dict, current: dict, path: Path) -> None:

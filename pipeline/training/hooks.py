@@ -76,3 +76,14 @@ class Progress(Hook):
 
     def after_train(self, trainer) -> None:
         self.bar.close()
+
+
+class StepDelay(Hook):
+    """Sleeps after every step. Only for fault-injection tests (WHALE_STEP_DELAY=seconds), which need
+    a kill to land mid-epoch on a machine where an epoch of a tiny model takes milliseconds."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def after_step(self, trainer) -> None:
+        time.sleep(self.seconds)

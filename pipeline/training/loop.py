@@ -22,15 +22,38 @@ def lr_factor(progress: float, warmup: float) -> float:
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+class ModelWithLoss(nn.Module):
+    """One module for the forward pass and the loss, so DDP synchronises the loss's own parameters
+    (ArcFace's class centres) along with the network's."""
+
+    def __init__(self, model: nn.Module, loss: nn.Module, use_amp: bool, device: torch.device):
+        super().__init__()
+        self.model, self.loss, self.use_amp, self.device = model, loss, use_amp, device
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.use_amp):
+            embeddings = self.model(images)
+        return self.loss(embeddings.float(), labels)
+
+
 class Trainer:
     def __init__(self, model: nn.Module, loss: nn.Module, optimizer: torch.optim.Optimizer, loader,
                  device: torch.device, epochs: int, config: dict, seed: int, hooks=(), amp: bool = True,
                  grad_clip: float | None = None, warmup_epochs: float = 1.0, time_budget_s: float | None = None,
-                 transform=None):
+                 transform=None, dist=None):
+        from pipeline.training.distributed import DistInfo
+
         self.model, self.loss, self.optimizer, self.loader = model, loss, optimizer, loader
+        self.dist = dist or DistInfo()
         self.device, self.epochs, self.config, self.seed = device, int(epochs), config, int(seed)
         self.hooks = list(hooks)
         self.use_amp = amp and device.type == "cuda"
+        self.step_module: nn.Module = ModelWithLoss(model, loss, self.use_amp, device)
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.step_module = DistributedDataParallel(
+                self.step_module, device_ids=[device.index] if device.type == "cuda" else None)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.grad_clip = grad_clip
         self.steps_per_epoch = len(loader.batch_sampler)
@@ -75,12 +98,13 @@ class Trainer:
             total, count = 0.0, 0
             for images, labels in self.loader:
                 self._set_lr()
-                loss = self._step(images.to(self.device, non_blocking=True), labels.to(self.device))
+                loss = self.dist.mean(self._step(images.to(self.device, non_blocking=True), labels.to(self.device)))
                 self.step += 1
                 self.last_loss = loss
                 total, count = total + loss, count + 1
                 for hook in self.hooks:
                     hook.after_step(self)
+                self.stop_requested = self.dist.any(self.stop_requested)
                 if self.stop_requested:
                     break
             if count < self.steps_per_epoch:
@@ -106,9 +130,7 @@ class Trainer:
 
     def _step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device, self.use_amp):
-            embeddings = self.model(images)
-        loss = self.loss(embeddings.float(), labels)
+        loss = self.step_module(images, labels)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower train.lr")
         self.scaler.scale(loss).backward()

@@ -1,0 +1,70 @@
+"""DDP set-up for `torchrun`: NCCL on GPUs, gloo on the CPU. A single process needs none of it.
+
+Every rank builds the same global P x K batch (the sampler is seeded by epoch) and takes its own
+slice; DDP averages the gradients, so two ranks with half a batch each take the same step as one
+process with the whole batch (up to batch-norm statistics, which are per rank on the CPU: PyTorch's
+SyncBatchNorm is GPU-only). Only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def mean(self, value: float) -> float:
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t.item()) / self.world
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if it is true on any: ranks must agree on when to stop."""
+        if not self.enabled:
+            return flag
+        t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+
+def setup() -> DistInfo:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank)
+
+
+def device_for(info: DistInfo) -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", info.local_rank)
+    return torch.device("cpu")
+
+
+def cleanup(info: DistInfo) -> None:
+    """Wait for every rank (rank 0 may still be writing); the group itself lives until the process
+    exits, since the next fold reuses it."""
+    if info.enabled and dist.is_initialized():
+        dist.barrier()
