@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
         "embedding_dim": 256,
         "gem_p": 3.0,
         "dropout": 0.0,
+        "neck_norm": "batch",  # or "layer": no batch statistics (exact DDP on the CPU)
     },
     "loss": {
         "name": "arcface",

@@ -9,8 +9,10 @@ import pytest
 from pipeline.cli import main
 from tests.conftest import REPO
 
+# A network without batch statistics (layer norms only): the two runs must then take the same steps.
 SETS = ["preprocess.image_size=[32,64]", "folds.n_folds=3", "sampler.classes_per_batch=6",
-        "sampler.photos_per_class=2", "train.epochs=3", "train.warmup_epochs=0"]
+        "sampler.photos_per_class=2", "train.epochs=3", "train.warmup_epochs=0",
+        "model.backbone=test_convnext", "model.neck_norm=layer"]
 
 
 def train_argv(work, folds_file):
@@ -39,8 +41,9 @@ def test_two_processes_match_one(tiny_synth, tmp_path):
     two = pd.read_csv(tmp_path / "two" / "models" / "test_arcface" / "fold0" / "log.csv")
     print("one process:", list(one["loss"]), "two processes:", list(two["loss"]))
     assert list(one["steps"]) == list(two["steps"])  # the same global batches per epoch
-    # Per-rank batch norm statistics (SyncBatchNorm is GPU-only) leave a small difference.
-    assert (abs(one["loss"] - two["loss"]) / one["loss"]).max() < 0.05, (one["loss"], two["loss"])
+    # Equal halves of every batch: the mean of the two ranks' losses is the whole batch's loss, and the
+    # averaged gradients are the whole batch's gradient; only float summation order differs.
+    assert (abs(one["loss"] - two["loss"]) / one["loss"]).max() < 1e-3, (one["loss"], two["loss"])
     # Only rank 0 writes: its hooks log each epoch once, and nothing but its files is there.
     assert run.stderr.count("epoch 3: loss") == 1
     written = sorted(p.name for p in (tmp_path / "two" / "models" / "test_arcface" / "fold0").iterdir())

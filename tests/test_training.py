@@ -60,9 +60,15 @@ def test_pk_batches_hold_k_photos_of_p_whales_and_repeat_per_epoch():
     sampler.set_epoch(2)
     batches = list(sampler)
     for batch in batches:
-        counts = pd.Series(labels[batch]).value_counts()
+        counts = pd.Series(labels[[i for i, _ in batch]]).value_counts()
         assert len(counts) == 4 and (counts == 3).all()
     sampler.set_epoch(2)
     assert list(sampler) == batches
     sampler.set_epoch(3)
     assert list(sampler) != batches
+    # Two DDP ranks split each global batch between them, seeds included.
+    halves = [PKBatchSampler(labels, 4, 3, seed=1, rank=r, world=2) for r in (0, 1)]
+    for h in halves:
+        h.set_epoch(2)
+    for whole, first, second in zip(batches, *halves):
+        assert sorted(first + second) == sorted(whole)

@@ -26,7 +26,8 @@ class GeM(nn.Module):
 
 class EmbeddingNet(nn.Module):
     def __init__(self, backbone: str, embedding_dim: int, pretrained: bool = False,
-                 pretrained_path: str | None = None, gem_p: float = 3.0, dropout: float = 0.0):
+                 pretrained_path: str | None = None, gem_p: float = 3.0, dropout: float = 0.0,
+                 neck_norm: str = "batch"):
         super().__init__()
         kwargs = {}
         if pretrained_path:
@@ -43,7 +44,12 @@ class EmbeddingNet(nn.Module):
         self.pool = GeM(gem_p)
         self.dropout = nn.Dropout(dropout)
         self.neck = nn.Linear(self.backbone.num_features, embedding_dim)
-        self.bn = nn.BatchNorm1d(embedding_dim)
+        # Batch norm is the usual neck; layer norm has no batch statistics, so DDP on the CPU (where
+        # SyncBatchNorm is unavailable) takes exactly the steps of a single process.
+        norms = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
+        if neck_norm not in norms:
+            raise PipelineError(f"unknown neck_norm {neck_norm!r}; use one of {', '.join(norms)}", "model.neck_norm")
+        self.bn = norms[neck_norm](embedding_dim)
         self.embedding_dim = embedding_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -59,4 +65,4 @@ class EmbeddingNet(nn.Module):
 def build_model(cfg: dict) -> EmbeddingNet:
     m = cfg["model"]
     return EmbeddingNet(m["backbone"], int(m["embedding_dim"]), bool(m["pretrained"]), m["pretrained_path"],
-                        float(m["gem_p"]), float(m["dropout"]))
+                        float(m["gem_p"]), float(m["dropout"]), m["neck_norm"])

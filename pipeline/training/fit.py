@@ -76,7 +76,7 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
                       hooks=[TimeBudget(budget)] + ([Progress(f"train fold {fold}"), EpochLog(out_dir / "log.csv"),
                                                      Checkpoint(last_path)] if dist.is_main else []) + delay,
                       amp=bool(t["amp"]), grad_clip=t["grad_clip"], warmup_epochs=float(t["warmup_epochs"]),
-                      time_budget_s=None if budget is None else float(budget) * 60, transform=transform, dist=dist)
+                      time_budget_s=None if budget is None else float(budget) * 60, dist=dist)
     if last_path.exists() and not restart:
         state = load_checkpoint(last_path)
         check_resumable(state["config"], cfg, last_path)

@@ -40,7 +40,7 @@ class Trainer:
     def __init__(self, model: nn.Module, loss: nn.Module, optimizer: torch.optim.Optimizer, loader,
                  device: torch.device, epochs: int, config: dict, seed: int, hooks=(), amp: bool = True,
                  grad_clip: float | None = None, warmup_epochs: float = 1.0, time_budget_s: float | None = None,
-                 transform=None, dist=None):
+                 dist=None):
         from pipeline.training.distributed import DistInfo
 
         self.model, self.loss, self.optimizer, self.loader = model, loss, optimizer, loader
@@ -52,14 +52,15 @@ class Trainer:
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
+            # Some timm backbones keep head parameters that forward_features never uses.
             self.step_module = DistributedDataParallel(
-                self.step_module, device_ids=[device.index] if device.type == "cuda" else None)
+                self.step_module, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=True)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.grad_clip = grad_clip
         self.steps_per_epoch = len(loader.batch_sampler)
         self.warmup = min(0.5, warmup_epochs / max(1, self.epochs))
         self.time_budget_s = time_budget_s
-        self.transform = transform
         self.base_lrs = [g["lr"] for g in optimizer.param_groups]
         self.epoch = 0  # epochs finished
         self.step = 0
@@ -84,8 +85,6 @@ class Trainer:
         np.random.seed(seed)
         torch.manual_seed(seed)
         self.loader.batch_sampler.set_epoch(self.epoch)
-        if self.transform is not None and hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(seed)
 
     def run(self) -> None:
         self._started = time.time()
