@@ -118,3 +118,47 @@ def test_submit_without_predictions(embedded, capsys):
     assert main(["submit", "--work", str(work), "--folds-file", str(work / "folds.csv"), "--out", str(out)]) == 2
     assert "predictions not found" in capsys.readouterr().err
     assert not out.exists()
+
+
+def _truncate(path):
+    from PIL import Image
+
+    Image.new("RGB", (300, 200), (1, 2, 3)).save(path, quality=95)
+    path.write_bytes(path.read_bytes()[:400])
+
+
+def _one_pixel(path):
+    from PIL import Image
+
+    Image.new("RGB", (1, 1)).save(path)
+
+
+LAYOUT_CASES = {
+    "missing train.csv": (lambda d: (d / "train.csv").unlink(), r"train.csv: file not found"),
+    "wrong header": (lambda d: (d / "train.csv").write_text("Image,Whale\na.jpg,w_1\n"), "train.csv, row 1: header is"),
+    "empty train.csv": (lambda d: (d / "train.csv").write_text(""), "train.csv, row 1: file is empty"),
+    "Id with spaces": (lambda d: (d / "train.csv").write_text("Image,Id\n0.jpg,w 1\n"),
+                       "train.csv, row 2: Id 'w 1' contains white space"),
+    "duplicate Image": (lambda d: (d / "train.csv").write_text("Image,Id\n0.jpg,w_1\n0.jpg,w_2\n"),
+                        "train.csv, row 3: duplicate Image '0.jpg'"),
+    "photo missing on disk": (lambda d: (d / "train" / "3.jpg").unlink(), "train.csv, row 5: photo '3.jpg' is listed"),
+    "not an image": (lambda d: (d / "train" / "2.jpg").write_text("hello"), "train.csv, row 4: photo"),
+    "truncated JPEG": (lambda d: _truncate(d / "train" / "1.jpg"), "train.csv, row 3: photo"),
+    "1x1 photo": (lambda d: _one_pixel(d / "train" / "0.jpg"), "train.csv, row 2: photo"),
+    "test photo listed but missing": (lambda d: (d / "test" / "t.jpg").unlink(), "sample_submission.csv, row 2: photo 't.jpg'"),
+    "sample_submission.csv missing": (lambda d: (d / "sample_submission.csv").unlink(),
+                                      "sample_submission.csv: file not found"),
+}
+
+
+@pytest.mark.parametrize("case", list(LAYOUT_CASES))
+def test_bad_layout_exits_2_names_file_and_row_and_writes_nothing(tmp_path, capsys, case):
+    data = write_layout(tmp_path / "data", ROWS, ["t.jpg"])
+    mutate, message = LAYOUT_CASES[case]
+    mutate(data)
+    work = tmp_path / "w"
+    assert main(["preprocess", "--data", str(data), "--work", str(work), "--set", "preprocess.workers=1"]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert not (work / "cache" / "images.npy").exists() and not (work / "cache" / "manifest.parquet").exists()
+    assert no_partial_output(work)
