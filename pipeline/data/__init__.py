@@ -1,0 +1,1 @@
+"""Data: preprocessing into a cache, folds, synthetic data, datasets, samplers, transforms."""
