@@ -23,6 +23,8 @@ STAGES = {
     "submit": "write the submission CSV",
     "cv": "MAP@5 per fold and overall",
     "score": "MAP@5 of a submission against a solution.csv",
+    "identify": "top five known whales for new photos",
+    "report": "a self-contained HTML report of the run",
 }
 
 

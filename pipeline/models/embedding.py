@@ -20,7 +20,8 @@ def embed_rows(model, images: np.ndarray, rows: np.ndarray, batch_size: int, fli
     (a mirrored fluke is another whale, so flipped-vs-unflipped is never compared)."""
     model.eval()
     out = []
-    for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", leave=False):
+    for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", leave=False,
+                      disable=len(rows) <= batch_size):
         batch = to_tensor(np.asarray(images[rows[start:start + batch_size]])).to(device)
         with autocast(device, amp):
             e = F.normalize(model(batch).float(), dim=1)

@@ -24,4 +24,8 @@ def load_checkpoint(path: str | Path) -> dict:
                             path) from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise PipelineError("not a checkpoint of this pipeline (no 'model' and 'config' entries)", path)
+    # Keys added to DEFAULTS after the checkpoint was written take their default values.
+    from pipeline.config import DEFAULTS, deep_merge
+
+    state["config"] = deep_merge(DEFAULTS, state["config"], str(path))
     return state

@@ -1,0 +1,1 @@
+"""Human-facing outputs: the self-contained HTML report and its plots."""

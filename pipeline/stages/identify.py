@@ -1,0 +1,42 @@
+"""identify: the five most likely known whales for each photo given (new_whale where the threshold
+says so), with scores and each candidate's best-matching train photos."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("photos", nargs="+", help="photo files to identify")
+    parser.add_argument("--work", default="work")
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="trained recipes to use (default: every model with embeddings in WORK)")
+    parser.add_argument("--threshold", type=float, default=None, help="override the tuned new_whale threshold")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def default_models(work) -> list[str]:
+    root = Path(work) / "embeddings"
+    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    from pipeline.errors import PipelineError
+    from pipeline.retrieval.identify import Identifier
+
+    models = args.models or default_models(args.work)
+    if not models:
+        raise PipelineError("no trained model with embeddings; run train and embed first", Path(args.work) / "embeddings")
+    identifier = Identifier(args.work, models, args.threshold)
+    photos = [identifier.load_photo(p) for p in args.photos]
+    results = [r.as_dict() for r in identifier.identify(photos, [str(p) for p in args.photos])]
+    if args.json:
+        print(json.dumps({"models": models, "threshold": identifier.threshold, "results": results}, indent=2))
+    else:
+        for r in results:
+            print(r["query"])
+            for rank, c in enumerate(r["top5"], 1):
+                score = "" if c["score"] is None else f"{c['score']:.3f}"
+                print(f"  {rank}. {c['id']:<12} {score:>6}  {' '.join(c['photos'])}")
+    return results
