@@ -23,7 +23,8 @@ DEMO_DATA := $(DEMO_WORK)/data
 DEMO_ARGS := DATA=$(DEMO_DATA) WORK=$(DEMO_WORK) MODEL=demo_triplet PIPELINE=configs/demo.yaml \
              FOLDS_FILE=folds/demo.csv SUBMISSION=submissions/demo.csv BUDGET=1
 
-.PHONY: install demo test test-slow bench synth preprocess folds train embed knn ensemble submit cv all clean
+.PHONY: install demo test test-slow bench synth preprocess folds train embed knn ensemble submit cv all clean \
+        report identify serve
 
 install: $(INSTALLED)
 
@@ -82,6 +83,16 @@ cv: install
 	$(WHALE) cv $(COMMON) --folds-file $(FOLDS_FILE)
 
 all: preprocess folds train embed knn ensemble submit cv
+
+report: install
+	$(WHALE) report --work $(WORK) --folds-file $(FOLDS_FILE)
+
+identify: install
+	$(WHALE) identify --work $(WORK) $(PHOTOS)
+
+PORT ?= 8000
+serve: install
+	$(WHALE) serve --work $(WORK) --port $(PORT)
 
 clean:
 	rm -rf $(WORK)

@@ -25,6 +25,7 @@ STAGES = {
     "score": "MAP@5 of a submission against a solution.csv",
     "identify": "top five known whales for new photos",
     "report": "a self-contained HTML report of the run",
+    "serve": "a local web page to identify uploaded photos",
 }
 
 

@@ -35,3 +35,27 @@ def write_layout(root: Path, train_rows, test_names, make_images=True):
         for name in test_names:
             Image.new("RGB", (32, 24), (10, 20, 30)).save(root / "test" / name)
     return root
+
+
+TINY_SETS = ["preprocess.image_size=[48,96]", "folds.n_folds=3", "train.epochs=8"]
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tiny_synth, tmp_path_factory):
+    """The whole chain run once on the tiny synthetic set with the demo recipe: (data, work)."""
+    from pipeline.cli import main
+
+    work = tmp_path_factory.mktemp("trained")
+    folds_file = str(work / "folds.csv")
+    sets = [x for s in TINY_SETS for x in ("--set", s)]
+    common = ["--work", str(work), "--configs", str(REPO / "configs"), *sets]
+    for argv in (["preprocess", "--data", str(tiny_synth), *common],
+                 ["folds", *common, "--folds-file", folds_file],
+                 ["train", *common, "--model", "demo_triplet", "--folds-file", folds_file],
+                 ["embed", *common, "--model", "demo_triplet", "--folds-file", folds_file],
+                 ["knn", *common, "--model", "demo_triplet", "--folds-file", folds_file],
+                 ["ensemble", *common, "--model", "demo_triplet", "--folds-file", folds_file],
+                 ["submit", *common, "--folds-file", folds_file, "--out", str(work / "sub.csv")],
+                 ["cv", *common, "--folds-file", folds_file]):
+        assert main(argv) == 0, argv
+    return tiny_synth, work

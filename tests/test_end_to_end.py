@@ -7,7 +7,7 @@ import pytest
 from pipeline import columns as C
 from pipeline.cli import main
 from pipeline.io.submission import check_submission, score_submission
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import REPO, SHARED_DATA, TINY_SETS
 
 CONFIGS = str(REPO / "configs")
 
@@ -48,19 +48,16 @@ def check_result(data, work, submission):
     return score, new_whale_first_score(solution)
 
 
-def test_tiny_synthetic_end_to_end(tiny_synth, tmp_path):
-    work = tmp_path / "work"
-    sub = run_chain(tiny_synth, work, "demo_triplet",
-                    extra=["--set", "preprocess.image_size=[48,96]", "--set", "folds.n_folds=3",
-                           "--set", "train.epochs=8"])
-    score, baseline = check_result(tiny_synth, work, sub)
+def test_tiny_synthetic_end_to_end(trained_tiny):
+    data, work = trained_tiny
+    score, baseline = check_result(data, work, work / "sub.csv")
     print(f"MAP@5 {score:.4f} vs new_whale-only {baseline:.4f}")
     assert score > baseline + 0.03, (score, baseline)
     # Re-running train with an unchanged config skips the finished folds.
     before = (work / "models" / "demo_triplet" / "fold0" / "final.pt").stat().st_mtime_ns
+    sets = [x for s in TINY_SETS for x in ("--set", s)]
     assert main(["train", "--work", str(work), "--configs", CONFIGS, "--model", "demo_triplet",
-                 "--folds-file", str(work / "folds.csv"), "--set", "preprocess.image_size=[48,96]",
-                 "--set", "folds.n_folds=3", "--set", "train.epochs=8"]) == 0
+                 "--folds-file", str(work / "folds.csv"), *sets]) == 0
     assert (work / "models" / "demo_triplet" / "fold0" / "final.pt").stat().st_mtime_ns == before
 
 

@@ -49,8 +49,6 @@ class _FoldModel:
 
 class Identifier:
     def __init__(self, work: str | Path, models: list[str], threshold: float | None = None, photos_per_whale: int = 3):
-        import torch
-
         from pipeline.models import build_model
         from pipeline.retrieval.predictions import fallback_whales
         from pipeline.training.checkpoint import load_checkpoint
@@ -82,7 +80,6 @@ class Identifier:
         self.threshold = threshold if threshold is not None else self._tuned_threshold(models)
         self.fallback = fallback_whales(known.assign(**{C.FOLD: 0}))
         self.photos_per_whale = photos_per_whale
-        torch.set_grad_enabled(False)
 
     def _tuned_threshold(self, models: list[str]) -> float:
         candidates = [prediction_dir(self.work, "ensemble")] if len(models) > 1 else []

@@ -1,0 +1,77 @@
+"""Flask app: GET / shows the upload form; POST /identify checks the upload (size, type, that it
+decodes), stores it under WORK/uploads/ with a generated name, and shows the top five with thumbnails.
+Nothing the user sends chooses a path: uploaded names are never used on disk."""
+from __future__ import annotations
+
+import html
+import uuid
+from pathlib import Path
+
+from flask import Flask, request
+
+from pipeline.errors import PipelineError
+from pipeline.reporting.images import jpeg_uri
+
+ALLOWED = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Which whale is this?</title><style>
+body{{font-family:system-ui,sans-serif;margin:2em;max-width:1000px}}
+.cands{{display:flex;gap:10px;flex-wrap:wrap}}figure{{margin:0;text-align:center;font-size:13px}}
+img{{height:110px;border:1px solid #ccc}}.nw{{height:110px;width:160px;display:flex;align-items:center;
+justify-content:center;background:#eee}}.error{{color:#b00}}</style></head><body>
+<h1>Which whale is this?</h1>
+<form action="/identify" method="post" enctype="multipart/form-data">
+<input type="file" id="photo" name="photo" accept="image/*"> <button id="submit" type="submit">Identify</button>
+</form>{body}</body></html>"""
+
+
+def create_app(work: str | Path, models: list[str], threshold: float | None = None, max_upload_mb: float = 10.0):
+    from pipeline.retrieval.identify import Identifier
+
+    work = Path(work)
+    identifier = Identifier(work, models, threshold)
+    uploads = work / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
+
+    def page(body: str, status: int = 200):
+        return PAGE.format(body=body), status
+
+    @app.errorhandler(413)
+    def too_large(_):
+        return page(f'<p class="error">That file is larger than {max_upload_mb:g} MB.</p>', 413)
+
+    @app.get("/")
+    def index():
+        return page(f"<p>Models: {html.escape(', '.join(models))}. Upload a photo of a fluke.</p>")
+
+    @app.post("/identify")
+    def identify():
+        upload = request.files.get("photo")
+        if upload is None or upload.filename == "":
+            return page('<p class="error">Choose a photo first.</p>', 400)
+        suffix = Path(upload.filename).suffix.lower()
+        if suffix not in ALLOWED:
+            return page(f'<p class="error">{html.escape(suffix or "no extension")} is not a photo type '
+                        f'({", ".join(sorted(ALLOWED))}).</p>', 400)
+        path = uploads / f"{uuid.uuid4().hex}{suffix}"  # our name, inside WORK/uploads: never the user's
+        upload.save(path)
+        try:
+            photo = identifier.load_photo(path)
+        except PipelineError:
+            path.unlink(missing_ok=True)
+            return page('<p class="error">That file could not be read as an image.</p>', 400)
+        result = identifier.identify([photo], [upload.filename])[0]
+        cells = [f'<figure class="query"><img src="{jpeg_uri(photo, 110)}"><figcaption>your photo</figcaption></figure>']
+        for rank, c in enumerate(result.candidates, 1):
+            if c.photos:
+                row = identifier.cache.rows([Path(c.photos[0]).name])[0]
+                body = f'<img src="{jpeg_uri(identifier.cache.images[row], 110)}">'
+            else:
+                body = f'<div class="nw">{html.escape(c.whale)}</div>'
+            score = "" if c.score is None else f" {c.score:.3f}"
+            cells.append(f'<figure class="candidate" data-whale="{html.escape(c.whale)}">{body}'
+                         f"<figcaption>{rank}. {html.escape(c.whale)}{score}</figcaption></figure>")
+        return page(f'<h2>Top five for {html.escape(upload.filename)}</h2><div class="cands">{"".join(cells)}</div>')
+
+    return app
