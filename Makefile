@@ -21,7 +21,7 @@ MODEL_ARGS = $(COMMON) --model $(MODEL) --folds-file $(FOLDS_FILE)
 DEMO_WORK := work/demo
 DEMO_DATA := $(DEMO_WORK)/data
 DEMO_ARGS := DATA=$(DEMO_DATA) WORK=$(DEMO_WORK) MODEL=demo_triplet PIPELINE=configs/demo.yaml \
-             FOLDS_FILE=folds/demo.csv SUBMISSION=submissions/demo.csv BUDGET=1
+             FOLDS_FILE=folds/demo.csv SUBMISSION=submissions/demo.csv
 
 .PHONY: install demo test test-slow bench synth preprocess folds train embed knn ensemble submit cv all clean \
         report identify serve

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import columns as C
-from pipeline.cli import main as whale
+from pipeline.chain import run_chain
 from pipeline.io.submission import read_submission, score_submission
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -26,20 +26,8 @@ CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 def run_set(data: Path, model: str, budget: float, overrides: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"bench-{data.name}-") as tmp:
         work = Path(tmp)
-        folds = str(work / "folds.csv")
-        sets = [x for o in overrides for x in ("--set", o)]
-        common = ["--work", str(work), "--configs", CONFIGS, *sets]
         started = time.time()
-        for argv in (["preprocess", "--data", str(data), *common],
-                     ["folds", *common, "--folds-file", folds],
-                     ["train", *common, "--model", model, "--folds-file", folds, "--budget", str(budget)],
-                     ["embed", *common, "--model", model, "--folds-file", folds],
-                     ["knn", *common, "--model", model, "--folds-file", folds],
-                     ["ensemble", *common, "--model", model, "--folds-file", folds],
-                     ["submit", *common, "--folds-file", folds, "--out", str(work / "sub.csv")],
-                     ["cv", *common, "--folds-file", folds]):
-            if whale(argv) != 0:
-                raise SystemExit(f"{data.name}: stage {argv[0]} failed")
+        run_chain(data, work, model, CONFIGS, overrides, budget=budget)
         seconds = time.time() - started
         solution = pd.read_csv(data / "solution.csv", dtype=str, keep_default_na=False)
         test_map5 = score_submission(read_submission(work / "sub.csv"), solution)

@@ -43,19 +43,20 @@ TINY_SETS = ["preprocess.image_size=[48,96]", "folds.n_folds=3", "train.epochs=8
 @pytest.fixture(scope="session")
 def trained_tiny(tiny_synth, tmp_path_factory):
     """The whole chain run once on the tiny synthetic set with the demo recipe: (data, work)."""
-    from pipeline.cli import main
+    from pipeline.chain import run_chain
 
     work = tmp_path_factory.mktemp("trained")
-    folds_file = str(work / "folds.csv")
-    sets = [x for s in TINY_SETS for x in ("--set", s)]
-    common = ["--work", str(work), "--configs", str(REPO / "configs"), *sets]
-    for argv in (["preprocess", "--data", str(tiny_synth), *common],
-                 ["folds", *common, "--folds-file", folds_file],
-                 ["train", *common, "--model", "demo_triplet", "--folds-file", folds_file],
-                 ["embed", *common, "--model", "demo_triplet", "--folds-file", folds_file],
-                 ["knn", *common, "--model", "demo_triplet", "--folds-file", folds_file],
-                 ["ensemble", *common, "--model", "demo_triplet", "--folds-file", folds_file],
-                 ["submit", *common, "--folds-file", folds_file, "--out", str(work / "sub.csv")],
-                 ["cv", *common, "--folds-file", folds_file]):
-        assert main(argv) == 0, argv
+    run_chain(tiny_synth, work, "demo_triplet", REPO / "configs", TINY_SETS)
     return tiny_synth, work
+
+
+def prepare_twins(data, tmp_path, sets, names=("a", "b")):
+    """Two WORK folders with the same cache and one shared folds file, for runs to compare."""
+    from pipeline.cli import main
+
+    args = [x for s in sets for x in ("--set", s)]
+    folds_file = tmp_path / "folds.csv"
+    for name in names:
+        assert main(["preprocess", "--data", str(data), "--work", str(tmp_path / name), *args]) == 0
+    assert main(["folds", "--work", str(tmp_path / names[0]), "--folds-file", str(folds_file), *args]) == 0
+    return folds_file

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import main
-from tests.conftest import REPO
+from tests.conftest import REPO, prepare_twins
 
 # A network without batch statistics (layer norms only): the two runs must then take the same steps.
 SETS = ["preprocess.image_size=[32,64]", "folds.n_folds=3", "sampler.classes_per_batch=6",
@@ -23,11 +23,7 @@ def train_argv(work, folds_file):
 
 
 def test_two_processes_match_one(tiny_synth, tmp_path):
-    sets = [x for s in SETS for x in ("--set", s)]
-    folds_file = tmp_path / "folds.csv"
-    for work in (tmp_path / "one", tmp_path / "two"):
-        assert main(["preprocess", "--data", str(tiny_synth), "--work", str(work), *sets]) == 0
-    assert main(["folds", "--work", str(tmp_path / "one"), "--folds-file", str(folds_file), *sets]) == 0
+    folds_file = prepare_twins(tiny_synth, tmp_path, SETS, ("one", "two"))
 
     assert main(train_argv(tmp_path / "one", folds_file)) == 0
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")

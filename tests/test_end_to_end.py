@@ -1,33 +1,15 @@
 """The whole chain through the `whale` command on a tiny synthetic set, and on the real lion set."""
-import shutil
 
 import pandas as pd
 import pytest
 
 from pipeline import columns as C
+from pipeline.chain import run_chain
 from pipeline.cli import main
 from pipeline.io.submission import check_submission, score_submission
 from tests.conftest import REPO, SHARED_DATA, TINY_SETS
 
 CONFIGS = str(REPO / "configs")
-
-
-def run_chain(data, work, model, extra=(), budget=None):
-    folds_file = str(work / "folds.csv")
-    common = ["--work", str(work), "--configs", CONFIGS, *extra]
-    steps = [
-        ["preprocess", "--data", str(data), *common],
-        ["folds", *common, "--folds-file", folds_file],
-        ["train", *common, "--model", model, "--folds-file", folds_file, *(["--budget", str(budget)] if budget else [])],
-        ["embed", *common, "--model", model, "--folds-file", folds_file],
-        ["knn", *common, "--model", model, "--folds-file", folds_file],
-        ["ensemble", *common, "--model", model, "--folds-file", folds_file],
-        ["submit", *common, "--folds-file", folds_file, "--out", str(work / "sub.csv")],
-        ["cv", *common, "--folds-file", folds_file],
-    ]
-    for argv in steps:
-        assert main(argv) == 0, argv
-    return work / "sub.csv"
 
 
 def new_whale_first_score(solution):
@@ -65,9 +47,8 @@ def test_tiny_synthetic_end_to_end(trained_tiny):
 def test_lion_end_to_end(tmp_path):
     data = SHARED_DATA / "lion"
     work = tmp_path / "work"
-    sub = run_chain(data, work, "demo_triplet",
-                    extra=["--set", "preprocess.image_size=[64,64]", "--set", "folds.n_folds=3",
-                           "--set", "train.epochs=6"])
+    sub = run_chain(data, work, "demo_triplet", CONFIGS,
+                    ["preprocess.image_size=[64,64]", "folds.n_folds=3", "train.epochs=6"])
     score, baseline = check_result(data, work, sub)
     print(f"MAP@5 {score:.4f} vs new_whale-only {baseline:.4f}")
     assert score > baseline + 0.03, (score, baseline)

@@ -9,7 +9,7 @@ import time
 import torch
 
 from pipeline.cli import main
-from tests.conftest import REPO
+from tests.conftest import REPO, prepare_twins
 
 SETS = ["preprocess.image_size=[32,64]", "folds.n_folds=3", "sampler.classes_per_batch=4",
         "sampler.photos_per_class=2", "train.epochs=4"]
@@ -22,11 +22,7 @@ def argv(work, folds_file):
 
 
 def test_sigkill_then_resume_equals_uninterrupted(tiny_synth, tmp_path):
-    sets = [x for s in SETS for x in ("--set", s)]
-    folds_file = tmp_path / "folds.csv"
-    for work in (tmp_path / "a", tmp_path / "b"):
-        assert main(["preprocess", "--data", str(tiny_synth), "--work", str(work), *sets]) == 0
-    assert main(["folds", "--work", str(tmp_path / "a"), "--folds-file", str(folds_file), *sets]) == 0
+    folds_file = prepare_twins(tiny_synth, tmp_path, SETS)
 
     assert main(argv(tmp_path / "a", folds_file)) == 0  # uninterrupted
 
