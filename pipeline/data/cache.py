@@ -23,6 +23,7 @@ def cache_dir(work: str | Path) -> Path:
 class ImageCache:
     images: np.ndarray  # memory-mapped N x H x W x 3 uint8
     manifest: pd.DataFrame
+    folder: Path = Path("work/cache")
 
     @classmethod
     def open(cls, work: str | Path) -> "ImageCache":
@@ -36,7 +37,7 @@ class ImageCache:
         if len(images) != len(manifest):
             raise PipelineError(f"{len(images)} cached photos but {len(manifest)} manifest rows; "
                                 "re-run preprocess with --force", images_path)
-        return cls(images=images, manifest=manifest)
+        return cls(images=images, manifest=manifest, folder=folder)
 
     def rows(self, names) -> np.ndarray:
         """Cache rows of the named photos, in the order given."""
@@ -44,7 +45,7 @@ class ImageCache:
         missing = [n for n in names if n not in lookup.index]
         if missing:
             raise PipelineError(f"{len(missing)} photo(s) not in the cache (first: {missing[0]}); "
-                                "re-run preprocess", cache_dir("<WORK>") / "manifest.parquet")
+                                "re-run preprocess", self.folder / "manifest.parquet")
         return lookup.loc[list(names)].to_numpy()
 
     def split(self, split: str) -> pd.DataFrame:

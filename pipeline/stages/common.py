@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import random
 from pathlib import Path
 
@@ -73,5 +72,3 @@ def embedding_dir(work, name: str, fold: int) -> Path:
 def prediction_dir(work, name: str) -> Path:
     return Path(work) / "predictions" / name
 
-
-log = logging.getLogger("pipeline")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ import pandas as pd
 from pipeline import columns as C
 from pipeline.data.cache import ImageCache, cache_dir
 from pipeline.io.stamp import Stamp, fingerprint
+from pipeline.errors import PipelineError
 from pipeline.io.atomic import write_csv, write_npy
 from pipeline.models import build_model
 from pipeline.models.embedding import embed_rows
@@ -26,8 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def trained_folds(work, name: str) -> list[int]:
-    from pathlib import Path
-
     root = Path(work) / "models" / name
     return sorted(int(p.parent.name[4:]) for p in root.glob("fold*/final.pt"))
 
@@ -39,8 +39,6 @@ def run(args: argparse.Namespace) -> None:
     available = trained_folds(args.work, cfg["name"])
     folds = available if args.folds == "all" else parse_folds(args.folds, max(available, default=0) + 1)
     if not folds:
-        from pipeline.errors import PipelineError
-
         raise PipelineError("no trained fold model; run the train stage first", model_dir(args.work, cfg["name"], 0))
     cache_files = [cache_dir(args.work) / "images.npy", cache_dir(args.work) / "manifest.parquet"]
     for fold in folds:

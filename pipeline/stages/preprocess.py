@@ -58,12 +58,11 @@ def run(args: argparse.Namespace) -> dict:
     # Where each photo came from, to name the file and row when it cannot be read.
     sources = [(layout.root / "train.csv", i + 2) for i in range(len(layout.train))] + \
               [(layout.root / "sample_submission.csv", i + 2) for i in range(len(layout.test))]
-    paths = photos
     out.mkdir(parents=True, exist_ok=True)
     widths = np.zeros(len(manifest), dtype=np.int32)
     heights = np.zeros(len(manifest), dtype=np.int32)
     gray = np.zeros(len(manifest), dtype=bool)
-    jobs = [(i, str(p), size) for i, p in enumerate(paths)]
+    jobs = [(i, str(p), size) for i, p in enumerate(photos)]
     workers = max(1, int(cfg["preprocess"]["workers"]))
     with atomic_path(out / "images.npy") as tmp:
         images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(manifest), *size, 3))
@@ -73,7 +72,7 @@ def run(args: argparse.Namespace) -> dict:
             for index, arr, w, h, g, error in tqdm(results, total=len(jobs), desc="preprocess", unit="photo"):
                 if error is not None:
                     csv_path, row = sources[index]
-                    raise PipelineError(f"photo {paths[index]}: {error}", csv_path, row)
+                    raise PipelineError(f"photo {photos[index]}: {error}", csv_path, row)
                 images[index], widths[index], heights[index], gray[index] = arr, w, h, g
         finally:
             if pool:
