@@ -60,3 +60,9 @@ def prepare_twins(data, tmp_path, sets, names=("a", "b")):
         assert main(["preprocess", "--data", str(data), "--work", str(tmp_path / name), *args]) == 0
     assert main(["folds", "--work", str(tmp_path / names[0]), "--folds-file", str(folds_file), *args]) == 0
     return folds_file
+
+
+def train_argv(work, folds_file, sets, model="test_arcface"):
+    """`whale train` arguments for fold 0 of `model` with config overrides `sets`."""
+    return ["train", "--work", str(work), "--configs", str(REPO / "configs"), "--model", model,
+            "--folds-file", str(folds_file), "--folds", "0", *(x for s in sets for x in ("--set", s))]

@@ -4,10 +4,9 @@ import subprocess
 import sys
 
 import pandas as pd
-import pytest
 
 from pipeline.cli import main
-from tests.conftest import REPO, prepare_twins
+from tests.conftest import REPO, prepare_twins, train_argv
 
 # A network without batch statistics (layer norms only): the two runs must then take the same steps.
 SETS = ["preprocess.image_size=[32,64]", "folds.n_folds=3", "sampler.classes_per_batch=6",
@@ -15,21 +14,17 @@ SETS = ["preprocess.image_size=[32,64]", "folds.n_folds=3", "sampler.classes_per
         "model.backbone=test_convnext", "model.neck_norm=layer"]
 
 
-def train_argv(work, folds_file):
-    sets = [x for s in SETS for x in ("--set", s)]
-    return ["train", "--work", str(work), "--configs", str(REPO / "configs"), "--model", "test_arcface",
-            "--folds-file", str(folds_file), "--folds", "0", *sets]
 
 
 
 def test_two_processes_match_one(tiny_synth, tmp_path):
     folds_file = prepare_twins(tiny_synth, tmp_path, SETS, ("one", "two"))
 
-    assert main(train_argv(tmp_path / "one", folds_file)) == 0
+    assert main(train_argv(tmp_path / "one", folds_file, SETS)) == 0
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     run = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "pipeline",
-                          *train_argv(tmp_path / "two", folds_file)],
+                          *train_argv(tmp_path / "two", folds_file, SETS)],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
 

@@ -75,7 +75,7 @@ def embedding_map(work: Path, folds: pd.DataFrame, largest: int = 12) -> str | N
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    from pipeline.stages.knn import load_embeddings
+    from pipeline.retrieval.embeddings import load_embeddings
 
     folders = sorted((work / "embeddings").glob("*/fold*/index.csv"))
     if not folders:

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from pipeline import columns as C
 from pipeline.data.cache import ImageCache, cache_dir
 from pipeline.errors import PipelineError
+from pipeline.retrieval.embeddings import load_embeddings
 from pipeline.retrieval.index import search
 from pipeline.retrieval.scores import fuse, whale_scores
 from pipeline.retrieval.threshold import predict, top_whales
@@ -72,8 +72,6 @@ class Identifier:
                 net = build_model(state["config"]).to(self.device)
                 net.load_state_dict(state["model"])
                 net.eval()
-                from pipeline.stages.knn import load_embeddings
-
                 vectors = load_embeddings(embedding_dir(work, name, fold), known[C.IMAGE], C.TRAIN)
                 self.fold_models.append(_FoldModel(name, net, vectors, known[C.IMAGE].to_numpy(),
                                                    known[C.ID].to_numpy(), bool(state["config"]["embed"]["flip_tta"])))
