@@ -52,3 +52,26 @@ def test_lion_end_to_end(tmp_path):
     score, baseline = check_result(data, work, sub)
     print(f"MAP@5 {score:.4f} vs new_whale-only {baseline:.4f}")
     assert score > baseline + 0.03, (score, baseline)
+
+
+def test_rerunning_every_later_stage_does_nothing(trained_tiny, caplog):
+    import logging
+
+    _, work = trained_tiny
+    folds_file = str(work / "folds.csv")
+    sets = [x for s in TINY_SETS for x in ("--set", s)]
+    common = ["--work", str(work), "--configs", CONFIGS, *sets]
+    outputs = [work / "embeddings" / "demo_triplet" / "fold0" / "train.npy",
+               work / "predictions" / "demo_triplet" / "oof.parquet",
+               work / "predictions" / "ensemble" / "test.parquet", work / "sub.csv", work / "reports" / "cv.json"]
+    before = [p.stat().st_mtime_ns for p in outputs]
+    with caplog.at_level(logging.INFO):
+        for argv in (["embed", *common, "--model", "demo_triplet", "--folds-file", folds_file],
+                     ["knn", *common, "--model", "demo_triplet", "--folds-file", folds_file],
+                     ["ensemble", *common, "--model", "demo_triplet", "--folds-file", folds_file],
+                     ["submit", *common, "--folds-file", folds_file, "--out", str(work / "sub.csv")],
+                     ["cv", *common, "--folds-file", folds_file]):
+            assert main(argv) == 0
+    # embed says it once per fold (3 folds), the other four stages once each
+    assert caplog.text.count("nothing to do (--force to redo)") == 3 + 4
+    assert [p.stat().st_mtime_ns for p in outputs] == before

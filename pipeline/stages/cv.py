@@ -6,6 +6,7 @@ The MAP@5-against-threshold curve is over all out-of-fold queries."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pandas as pd
 
 from pipeline import columns as C
 from pipeline.io.atomic import write_json, write_text
+from pipeline.io.stamp import Stamp, fingerprint
 from pipeline.metrics import map_at_5
 from pipeline.retrieval.predictions import Predictions
 from pipeline.retrieval.threshold import map5_by_threshold, top_whales, tune_threshold
@@ -79,13 +81,21 @@ def run(args: argparse.Namespace) -> dict:
     from pipeline.stages.common import stage_config
 
     cfg = stage_config(args)
+    out = Path(args.work) / "reports"
+    oof_path = prediction_dir(args.work, args.name) / "oof.parquet"
+    stamp = Stamp(args.work, f"cv-{args.name}", fingerprint([oof_path, args.folds_file], cfg["threshold"]),
+                  [out / "cv.json", out / "cv.md"])
+    if stamp.up_to_date(args.force):
+        report = json.loads((out / "cv.json").read_text())
+        print(f"CV MAP@5 ({args.name}): {report['map5']:.4f}")
+        return report
     folds = read_folds(args.folds_file)
     preds = Predictions.read(prediction_dir(args.work, args.name))
     report = evaluate(preds.oof, folds, cfg["threshold"]["grid"])
     report["name"] = args.name
-    out = Path(args.work) / "reports"
     write_json(out / "cv.json", report)
     write_text(out / "cv.md", markdown(args.name, report))
+    stamp.write()
     table = pd.DataFrame(report["folds"]).to_string(index=False)
     log.info("CV MAP@5 %.4f (%s)\n%s", report["map5"], args.name, table)
     print(f"CV MAP@5 ({args.name}): {report['map5']:.4f}")
