@@ -43,9 +43,14 @@ DEFAULTS: dict[str, Any] = {
         "neck_norm": "batch",  # or "layer": no batch statistics (exact DDP on the CPU)
     },
     "loss": {
-        "name": "arcface",
-        "margin": 0.3,  # radians
-        "scale": 30.0,
+        "name": "arcface",  # see pipeline/losses: the registry lists every name
+        "margin": 0.3,  # arcface/cosface/subcenter: radians or cosine; pair losses: distance margin
+        "scale": 30.0,  # softmax-margin losses
+        "miner": "batch_hard",  # triplet/contrastive: batch_hard, semihard or all
+        "beta": 1.2,  # margin loss: initial (learned) boundary
+        "temperature": 0.05,  # normalized softmax
+        "sub_centers": 3,  # sub-center ArcFace
+        "sphere_margin": 4,  # SphereFace's multiplicative angular margin
         "lr_multiplier": 10.0,  # the class centres learn faster than the backbone
     },
     "sampler": {

@@ -132,6 +132,11 @@ class Trainer:
         loss = self.step_module(images, labels)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower train.lr")
+        if not loss.requires_grad:  # a miner found no pair or triplet in this batch: nothing to learn
+            if not self.dist.enabled:
+                return float(loss.detach())
+            # Under DDP every rank must join the gradient all-reduce: contribute zeros.
+            loss = loss + 0.0 * sum(p.sum() for p in self.step_module.parameters())
         self.scaler.scale(loss).backward()
         if self.grad_clip:
             self.scaler.unscale_(self.optimizer)
