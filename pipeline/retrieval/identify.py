@@ -16,7 +16,7 @@ from pipeline.retrieval.embeddings import load_embeddings
 from pipeline.retrieval.index import search
 from pipeline.retrieval.scores import fuse, whale_scores
 from pipeline.retrieval.threshold import predict, top_whales
-from pipeline.stages.common import embedding_dir, model_dir, prediction_dir
+from pipeline.stages.common import embedding_dir, folds_with, model_dir, prediction_dir
 
 
 @dataclass
@@ -63,7 +63,7 @@ class Identifier:
         self.data_dir = Path(json.loads(report.read_text())["data"]) if report.is_file() else None
         self.fold_models: list[_FoldModel] = []
         for name in models:
-            folds = sorted(int(p.parent.name[4:]) for p in (self.work / "models" / name).glob("fold*/final.pt"))
+            folds = folds_with(self.work / "models" / name, "final.pt")
             if not folds:
                 raise PipelineError(f"model {name!r} has no trained fold; run train and embed first",
                                     self.work / "models" / name)
@@ -76,7 +76,7 @@ class Identifier:
                 self.fold_models.append(_FoldModel(name, net, vectors, known[C.IMAGE].to_numpy(),
                                                    known[C.ID].to_numpy(), bool(state["config"]["embed"]["flip_tta"])))
         self.threshold = threshold if threshold is not None else self._tuned_threshold(models)
-        self.fallback = fallback_whales(known.assign(**{C.FOLD: 0}))
+        self.fallback = fallback_whales(known)
         self.photos_per_whale = photos_per_whale
 
     def _tuned_threshold(self, models: list[str]) -> float:

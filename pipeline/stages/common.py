@@ -69,6 +69,11 @@ def embedding_dir(work, name: str, fold: int) -> Path:
     return Path(work) / "embeddings" / name / f"fold{fold}"
 
 
+def folds_with(root: Path, filename: str) -> list[int]:
+    """Fold numbers k for which root/fold<k>/<filename> exists (trained models, written embeddings)."""
+    return sorted(int(p.parent.name[4:]) for p in Path(root).glob(f"fold*/{filename}"))
+
+
 def prediction_dir(work, name: str) -> Path:
     return Path(work) / "predictions" / name
 

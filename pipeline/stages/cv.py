@@ -19,7 +19,7 @@ from pipeline.io.stamp import Stamp, fingerprint
 from pipeline.metrics import map_at_5
 from pipeline.retrieval.predictions import Predictions
 from pipeline.retrieval.threshold import map5_by_threshold, top_whales, tune_threshold
-from pipeline.stages.common import add_common, prediction_dir
+from pipeline.stages.common import add_common, prediction_dir, stage_config
 from pipeline.stages.folds import read_folds
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,6 @@ def markdown(name: str, report: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from pipeline.stages.common import stage_config
-
     cfg = stage_config(args)
     out = Path(args.work) / "reports"
     oof_path = prediction_dir(args.work, args.name) / "oof.parquet"

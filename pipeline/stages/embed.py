@@ -15,7 +15,8 @@ from pipeline.errors import PipelineError
 from pipeline.io.atomic import write_csv, write_npy
 from pipeline.models import build_model
 from pipeline.models.embedding import embed_rows
-from pipeline.stages.common import add_common, add_folds, embedding_dir, model_dir, parse_folds, stage_config
+from pipeline.stages.common import (add_common, add_folds, embedding_dir, folds_with, model_dir, parse_folds,
+                                   stage_config)
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.device import pick_device
 
@@ -27,16 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_folds(parser)
 
 
-def trained_folds(work, name: str) -> list[int]:
-    root = Path(work) / "models" / name
-    return sorted(int(p.parent.name[4:]) for p in root.glob("fold*/final.pt"))
-
-
 def run(args: argparse.Namespace) -> None:
     cfg = stage_config(args)
     cache = ImageCache.open(args.work)
     device = pick_device()
-    available = trained_folds(args.work, cfg["name"])
+    available = folds_with(Path(args.work) / "models" / cfg["name"], "final.pt")
     folds = available if args.folds == "all" else parse_folds(args.folds, max(available, default=0) + 1)
     if not folds:
         raise PipelineError("no trained fold model; run the train stage first", model_dir(args.work, cfg["name"], 0))

@@ -18,7 +18,8 @@ from pipeline.retrieval.index import search
 from pipeline.io.stamp import Stamp, fingerprint
 from pipeline.retrieval.predictions import Predictions, write_predictions
 from pipeline.retrieval.scores import fuse, whale_scores
-from pipeline.stages.common import add_common, add_folds, embedding_dir, parse_folds, prediction_dir, stage_config
+from pipeline.stages.common import (add_common, add_folds, embedding_dir, folds_with, parse_folds, prediction_dir,
+                                   stage_config)
 from pipeline.stages.folds import read_folds
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> dict:
     check_folds(folds, cache.split(C.TRAIN)[C.IMAGE], args.folds_file)
     test_names = cache.split(C.TEST)[C.IMAGE].to_numpy()
     root = Path(args.work) / "embeddings" / cfg["name"]
-    available = sorted(int(p.name[4:]) for p in root.glob("fold*") if (p / "index.csv").is_file())
+    available = folds_with(root, "index.csv")
     wanted = available if args.folds == "all" else parse_folds(args.folds, int(folds[C.FOLD].max()) + 1)
     if not wanted:
         raise PipelineError("no embeddings; run the embed stage first", root)
