@@ -52,10 +52,33 @@ DEFAULTS: dict[str, Any] = {
         "sub_centers": 3,  # sub-center ArcFace
         "sphere_margin": 4,  # SphereFace's multiplicative angular margin
         "lr_multiplier": 10.0,  # the class centres learn faster than the backbone
+        "margin_min": 0.05,  # dynamic_subcenter_arcface: the margin of the largest class (loss.margin: smallest)
+        "margin_power": 0.25,  # dynamic_subcenter_arcface: margin follows class_size ** -power
+        "hard_classes": 10,  # bce_hardest: negative classes per photo
+        # loss.name: sum -> a weighted sum of these terms; each is {name, weight, any key above}
+        "terms": [],
     },
     "sampler": {
         "classes_per_batch": 16,  # P
         "photos_per_class": 4,  # K; a whale with fewer photos is sampled with repetition
+        # Share of each batch that is train's new_whale photos: negatives for everything, never positives.
+        "new_whale_share": 0.0,
+        # Each whale's mirrored photos form another identity (a mirrored fluke is another fluke):
+        # twice the identities to learn from. Flip TTA then compares flipped query with flipped gallery.
+        "flip_as_new_identity": False,
+        # Hard negative class mining (Sohn's N-pair paper): grow each batch's set of whales greedily with
+        # those most similar to the ones already in it, from a pool of hard_class_pool x P candidates,
+        # using a running mean embedding per whale.
+        "hard_classes": False,
+        "hard_class_pool": 4,
+    },
+    "divide": {
+        # Divide and conquer (Sanakoyeu et al. 2019): clusters > 1 cuts the embedding into that many
+        # slices; every `every_epochs` the train photos are re-embedded and their whales clustered; slice
+        # k learns from batches of cluster k. The last `finetune_epochs` train the whole embedding.
+        "clusters": 1,
+        "every_epochs": 2,
+        "finetune_epochs": 0,
     },
     "augment": {
         "shift_scale_rotate": 0.7,

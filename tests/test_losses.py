@@ -65,3 +65,113 @@ def test_registry_has_the_losses_of_the_field():
     assert {"arcface", "cosface", "sphereface", "subcenter_arcface", "normsoftmax", "triplet", "contrastive",
             "npair", "margin"} <= set(LOSSES)
     assert DEFAULTS["loss"]["name"] in LOSSES
+
+
+# ------------------------------------------------------------------ our own losses, against hand values
+
+def unit(*v):
+    return torch.tensor(v, dtype=torch.float32)
+
+
+def test_coupled_clusters_matches_hand_computation():
+    from pipeline.losses.coupled_clusters import CoupledClustersLoss
+
+    # Class 0 = {(1,0), (0,1)} (centre (.5,.5)); class 1 = {(.6,.8)}. Squared distances to the centre:
+    # positives 0.5 each, the negative 0.01 + 0.09 = 0.1 -> 0.5 * (0.5 + 0.2 - 0.1) = 0.3 per positive.
+    # Class 1's nearest negative is (0,1) at 0.36 + 0.04 = 0.4 -> 0.5 * max(0, 0 + 0.2 - 0.4) = 0.
+    x = torch.stack([unit(2, 0), unit(0, 3), unit(0.6, 0.8)])  # scale is irrelevant: normalised first
+    loss = CoupledClustersLoss(margin=0.2)
+    assert loss(x, torch.tensor([0, 0, 1])).item() == pytest.approx((0.3 + 0.3 + 0) / 3, abs=1e-6)
+    # The same photo as new_whale: still class 0's nearest negative, but no cluster of its own.
+    assert loss(x, torch.tensor([0, 0, -1])).item() == pytest.approx(0.3, abs=1e-6)
+
+
+def test_dynamic_margins_shrink_with_class_size():
+    from pipeline.losses.dynamic_subcenter import dynamic_margins
+
+    # n^-1/4 of 1, 16, 81 is 1, 1/2, 1/3: rescaled onto [0.1, 0.5] -> 0.5, 0.2, 0.1.
+    assert dynamic_margins([1, 16, 81], 0.1, 0.5, 0.25) == pytest.approx([0.5, 0.2, 0.1])
+    assert dynamic_margins([5, 5], 0.1, 0.5, 0.25) == pytest.approx([0.5, 0.5])
+
+
+def test_dynamic_subcenter_arcface_matches_hand_computation():
+    import math
+
+    from pipeline.losses.dynamic_subcenter import DynamicSubCenterArcFace
+
+    loss = DynamicSubCenterArcFace(2, 2, margins=[0.4, 0.1], scale=10.0, sub_centers=2)
+    with torch.no_grad():  # rows: class 0 sub-centres, then class 1's
+        loss.weight.copy_(torch.stack([unit(0, -1), unit(1, 0), unit(0, 1), unit(0, 1)]))
+    # x at angle 0.3 from (1,0): class 0's best sub-centre is (1,0) (cos 0.3 beats -sin 0.3); class 1 at
+    # angle pi/2 - 0.3. The target logit gets class 0's margin 0.4.
+    x = unit(math.cos(0.3), math.sin(0.3))[None]
+    target, other = 10 * math.cos(0.3 + 0.4), 10 * math.sin(0.3)
+    expected = -target + math.log(math.exp(target) + math.exp(other))
+    assert loss(x, torch.tensor([0])).item() == pytest.approx(expected, rel=1e-5)
+    # As class 1 with margin 0.1: theta = pi/2 - 0.3.
+    target1, other1 = 10 * math.cos(math.pi / 2 - 0.3 + 0.1), 10 * math.cos(0.3)
+    expected1 = -target1 + math.log(math.exp(target1) + math.exp(other1))
+    assert loss(x, torch.tensor([1])).item() == pytest.approx(expected1, rel=1e-5)
+
+
+def test_bce_over_hardest_classes_matches_hand_computation():
+    import math
+
+    from pipeline.losses.bce_hardest import HardestClassesBCE
+
+    loss = HardestClassesBCE(3, 3, hard_classes=1, scale=1.0)
+    with torch.no_grad():
+        loss.weight.copy_(torch.eye(3))
+    x = torch.stack([unit(0.6, 0.8, 0), unit(0, 0, 1)])
+    bce_pos = lambda z: math.log1p(math.exp(-z))  # noqa: E731
+    bce_neg = lambda z: math.log1p(math.exp(z))  # noqa: E731
+    # Photo 0 (class 0): its own logit 0.6, hardest other class 1 at 0.8. Photo 1 (new_whale): no own
+    # class; hardest class 2 at 1.0 with target 0.
+    expected = (bce_pos(0.6) + bce_neg(0.8) + bce_neg(1.0)) / 3
+    assert loss(x, torch.tensor([0, -1])).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_weighted_sum_of_losses_is_one_config():
+    cfg = load_config([], ["loss.name=sum",
+                           "loss.terms=[{name: bce_hardest, weight: 2.0}, {name: triplet, weight: 0.5, margin: 0.3}]"])
+    loss = build_loss(cfg, 6, 16)
+    x, labels = batch(False)
+    terms = loss.terms
+    assert [t.loss.__class__.__name__ for t in terms] == ["HardestClassesBCE", "MinedLoss"]
+    assert terms[1].loss.loss.margin == 0.3
+    expected = 2.0 * terms[0](x, labels) + 0.5 * terms[1](x, labels)
+    assert loss(x, labels).item() == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(PipelineError, match="unknown key 'marign' in loss term 0"):
+        build_loss(load_config([], ["loss.name=sum", "loss.terms=[{name: triplet, marign: 1}]"]), 6, 16)
+    with pytest.raises(PipelineError, match="needs loss.terms"):
+        build_loss(load_config([], ["loss.name=sum"]), 6, 16)
+
+
+def test_new_whale_is_a_negative_only():
+    from pipeline.losses import unique_negatives
+
+    assert unique_negatives(torch.tensor([0, -1, 1, -1])).tolist() == [0, 2, 1, 3]
+    # Class-weight losses drop new_whale rows: the loss is the loss of the known rows alone.
+    torch.manual_seed(0)
+    loss = build_loss(load_config([], ["loss.name=arcface"]), 6, 16)
+    x, labels = batch(False)
+    with_unknown = torch.cat([labels[:-4], torch.full((4,), -1)])
+    assert loss(x, with_unknown).item() == pytest.approx(loss(x[:-4], labels[:-4]).item(), rel=1e-6)
+    # A triplet batch of two new_whale photos and one known photo has no positive pair: nothing to learn.
+    triplet = build_loss(load_config([], ["loss.name=triplet", "loss.miner=all"]), 6, 16)
+    assert not triplet(x[:3], torch.tensor([-1, -1, 0])).requires_grad or \
+        triplet(x[:3], torch.tensor([-1, -1, 0])).item() == 0
+
+
+def test_divide_and_conquer_trains_one_slice_per_batch():
+    cfg = load_config([], ["loss.name=triplet", "loss.miner=all", "divide.clusters=2"])
+    loss = build_loss(cfg, 6, 16)
+    x, labels = batch(False)
+    value = loss(x, labels, torch.full((len(labels),), 1))
+    value.backward()
+    assert x.grad[:, :8].abs().sum() == 0 and x.grad[:, 8:].abs().sum() > 0
+    x.grad = None
+    loss(x, labels, torch.full((len(labels),), -1)).backward()  # fine-tuning: the whole embedding
+    assert x.grad[:, :8].abs().sum() > 0
+    with pytest.raises(PipelineError, match="does not split into 3"):
+        build_loss(load_config([], ["divide.clusters=3"]), 6, 16)

@@ -60,7 +60,7 @@ def test_pk_batches_hold_k_photos_of_p_whales_and_repeat_per_epoch():
     sampler.set_epoch(2)
     batches = list(sampler)
     for batch in batches:
-        counts = pd.Series(labels[[i for i, _ in batch]]).value_counts()
+        counts = pd.Series(labels[[i for i, _, _ in batch]]).value_counts()
         assert len(counts) == 4 and (counts == 3).all()
     sampler.set_epoch(2)
     assert list(sampler) == batches
@@ -72,3 +72,78 @@ def test_pk_batches_hold_k_photos_of_p_whales_and_repeat_per_epoch():
         h.set_epoch(2)
     for whole, first, second in zip(batches, *halves):
         assert sorted(first + second) == sorted(whole)
+
+
+def test_new_whale_share_adds_negatives_to_every_batch():
+    labels = np.concatenate([np.repeat(np.arange(8), 4), np.full(20, -1)])
+    sampler = PKBatchSampler(labels, 4, 2, seed=0, new_whale_share=0.2)
+    for batch in sampler:
+        batch_labels = labels[[i for i, _, _ in batch]]
+        # 8 known photos, and 0.2 / 0.8 * 8 = 2 new_whale photos on top.
+        assert (batch_labels == -1).sum() == 2 and len(batch_labels) == 10
+        assert pd.Series(batch_labels[batch_labels >= 0]).value_counts().eq(2).all()
+    assert PKBatchSampler(labels, 4, 2, seed=0).batch_size == 8  # share 0: known photos only
+
+
+def test_hard_class_mining_gathers_look_alike_whales():
+    labels = np.repeat(np.arange(8), 2)
+    sampler = PKBatchSampler(labels, 4, 2, seed=0, hard_classes=True, hard_class_pool=2)
+    # Whales 0-3 look alike (near one direction), 4-7 near another.
+    rng = np.random.default_rng(0)
+    centres = np.where(np.arange(8)[:, None] < 4, [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]) + 0.05 * rng.normal(size=(8, 3))
+    sampler.update_bank(centres[labels].astype(np.float32), labels)
+    for batch in sampler:
+        whales = set(labels[[i for i, _, _ in batch]] < 4)
+        assert len(whales) == 1, "a batch mixes the two look-alike groups"
+    random_batches = PKBatchSampler(labels, 4, 2, seed=0)
+    assert any(len(set(labels[[i for i, _, _ in b]] < 4)) == 2 for b in random_batches)
+
+
+def test_divide_and_conquer_batches_come_from_one_cluster():
+    labels = np.repeat(np.arange(6), 3)
+    sampler = PKBatchSampler(labels, 2, 2, seed=0, batches_per_epoch=6)
+    sampler.groups = np.array([0, 1, 0, 1, 0, 1])
+    for b, batch in enumerate(sampler):
+        assert {g for _, _, g in batch} == {b % 2}
+        assert set(labels[[i for i, _, _ in batch]] % 2) == {b % 2}
+
+
+def test_flip_as_new_identity_doubles_identities():
+    from pipeline.data.datasets import CachedPhotos, training_items
+
+    rows, labels, flipped = training_items(np.array([0, 1, -1]), np.array([5, 6, 7]), 2, True)
+    assert rows.tolist() == [5, 6, 7, 5, 6, 7] and labels.tolist() == [0, 1, -1, 2, 3, -1]
+    assert flipped.tolist() == [False] * 3 + [True] * 3
+    images = np.arange(2 * 4 * 3, dtype=np.uint8).reshape(1, 2, 4, 3)
+    ds = CachedPhotos(images, np.array([0, 0]), np.array([0, 2]), flipped=np.array([False, True]))
+    assert torch.equal(ds[1][0], torch.flip(ds[0][0], dims=[2])) and ds[1][1].item() == 2
+
+
+@pytest.mark.parametrize("extra", [
+    ["sampler.new_whale_share=0.25", "sampler.flip_as_new_identity=true"],
+    ["loss.name=npair", "sampler.hard_classes=true"],
+    ["loss.name=triplet", "divide.clusters=2", "divide.every_epochs=1", "divide.finetune_epochs=1"],
+])
+def test_sampling_options_train_and_resume(prepared, tmp_path, extra, monkeypatch):
+    import pipeline.training.fit as fit_module
+    from pipeline.training.hooks import Checkpoint
+
+    cache, folds = prepared
+    a = fit(config("train.epochs=3", *extra), cache, folds, 0, tmp_path / "a")
+    assert a["epochs"] == 3 and np.isfinite(a["final_loss"])
+
+    class CrashAfterEpoch2(Checkpoint):
+        def after_epoch(self, trainer):
+            super().after_epoch(trainer)
+            if trainer.epoch == 2:
+                raise KeyboardInterrupt
+
+    # Crashed after epoch 2 and resumed: the sampler's state (bank, clusters) comes back with it.
+    monkeypatch.setattr(fit_module, "Checkpoint", CrashAfterEpoch2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config("train.epochs=3", *extra), cache, folds, 0, tmp_path / "b")
+    monkeypatch.setattr(fit_module, "Checkpoint", Checkpoint)
+    fit(config("train.epochs=3", *extra), cache, folds, 0, tmp_path / "b")
+    wa = torch.load(tmp_path / "a" / "final.pt", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "b" / "final.pt", weights_only=True)["model"]
+    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5) for k in wa)

@@ -35,6 +35,20 @@ class DistInfo:
         dist.all_reduce(t)
         return float(t.item()) / self.world
 
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every rank's tensor concatenated in rank order (same shape on every rank)."""
+        if not self.enabled:
+            return tensor
+        parts = [torch.empty_like(tensor) for _ in range(self.world)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Rank 0's tensor on every rank."""
+        if self.enabled:
+            dist.broadcast(tensor, src=0)
+        return tensor
+
     def any(self, flag: bool) -> bool:
         """True on every rank if it is true on any: ranks must agree on when to stop."""
         if not self.enabled:

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from pipeline import columns as C
 from pipeline.data.cache import ImageCache
-from pipeline.data.datasets import CachedPhotos
+from pipeline.data.datasets import CachedPhotos, training_items
 from pipeline.data.samplers import PKBatchSampler
 from pipeline.data.transforms import train_transform
 from pipeline.errors import PipelineError
@@ -20,6 +20,7 @@ from pipeline.io.atomic import write_yaml
 from pipeline.losses import build_loss
 from pipeline.models import build_model
 from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.training.divide import Recluster
 from pipeline.training.distributed import cleanup, device_for, setup
 from pipeline.training.hooks import Checkpoint, EpochLog, Progress, StepDelay, TimeBudget
 from pipeline.training.loop import Trainer
@@ -27,12 +28,13 @@ from pipeline.training.loop import Trainer
 log = logging.getLogger(__name__)
 
 # Config sections whose change makes an old checkpoint unusable for resuming.
-RESUME_SECTIONS = ("model", "loss", "sampler", "augment", "preprocess", "seed")
+RESUME_SECTIONS = ("model", "loss", "sampler", "divide", "augment", "preprocess", "seed")
 
 
-def training_photos(folds: pd.DataFrame, fold: int | None) -> pd.DataFrame:
-    """Known-whale photos outside validation fold `fold` (all known photos when fold is None)."""
-    part = folds[folds[C.ID] != C.NEW_WHALE]
+def training_photos(folds: pd.DataFrame, fold: int | None, new_whale: bool = False) -> pd.DataFrame:
+    """Known-whale photos outside validation fold `fold` (all known photos when fold is None), and
+    train's new_whale photos outside that fold too when `new_whale`."""
+    part = folds if new_whale else folds[folds[C.ID] != C.NEW_WHALE]
     if fold is not None:
         part = part[part[C.FOLD] != fold]
     return part.reset_index(drop=True)
@@ -46,34 +48,45 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
         for stale in out_dir.glob(".*.tmp-*"):  # left by a run killed mid-write
             stale.unlink()
     last_path, final_path = out_dir / "last.pt", out_dir / "final.pt"
-    photos = training_photos(folds, fold)
-    whales = sorted(photos[C.ID].unique())
+    sampling = cfg["sampler"]
+    photos = training_photos(folds, fold, new_whale=float(sampling["new_whale_share"]) > 0)
+    whales = sorted(set(photos[C.ID]) - {C.NEW_WHALE})
     if len(whales) < 2:
         raise PipelineError(f"fold {fold} has {len(whales)} known whale(s) to train on; need at least 2",
                             "folds file")
-    labels = pd.Series(np.arange(len(whales)), index=whales).loc[photos[C.ID]].to_numpy()
-    rows = cache.rows(photos[C.IMAGE])
+    index = pd.Series(np.arange(len(whales)), index=whales)
+    labels = photos[C.ID].map(index).fillna(-1).astype(int).to_numpy()  # new_whale: -1
+    rows, labels, flipped = training_items(labels, cache.rows(photos[C.IMAGE]), len(whales),
+                                           bool(sampling["flip_as_new_identity"]))
+    num_classes = len(whales) * (2 if sampling["flip_as_new_identity"] else 1)
+    class_counts = np.bincount(labels[labels >= 0], minlength=num_classes)
 
     seed = int(cfg["seed"]) + (fold or 0)
     torch.manual_seed(seed)
     device = device_for(dist)
     model = build_model(cfg).to(device)
-    loss = build_loss(cfg, len(whales), model.embedding_dim).to(device)
+    loss = build_loss(cfg, num_classes, model.embedding_dim, class_counts).to(device)
     t = cfg["train"]
     optimizer = torch.optim.AdamW([
         {"params": model.parameters(), "lr": float(t["lr"])},
         {"params": loss.parameters(), "lr": float(t["lr"]) * float(cfg["loss"]["lr_multiplier"])},
     ], weight_decay=float(t["weight_decay"]))
     transform = train_transform(cfg["augment"])
-    sampler = PKBatchSampler(labels, cfg["sampler"]["classes_per_batch"], cfg["sampler"]["photos_per_class"], seed,
-                             rank=dist.rank, world=dist.world)
-    loader = DataLoader(CachedPhotos(cache.images, rows, labels, transform), batch_sampler=sampler,
+    sampler = PKBatchSampler(labels, sampling["classes_per_batch"], sampling["photos_per_class"], seed,
+                             rank=dist.rank, world=dist.world, new_whale_share=float(sampling["new_whale_share"]),
+                             hard_classes=bool(sampling["hard_classes"]), hard_class_pool=int(sampling["hard_class_pool"]))
+    dataset = CachedPhotos(cache.images, rows, labels, transform, flipped)
+    divide = cfg["divide"]
+    recluster = [Recluster(CachedPhotos(cache.images, rows, labels, None, flipped), int(divide["clusters"]),
+                           int(divide["every_epochs"]), int(divide["finetune_epochs"]),
+                           int(cfg["embed"]["batch_size"]))] if int(divide["clusters"]) > 1 else []
+    loader = DataLoader(dataset, batch_sampler=sampler,
                         num_workers=int(t["workers"]), pin_memory=device.type == "cuda",
                         persistent_workers=int(t["workers"]) > 0)
     budget = t["time_budget_min"]
     delay = [StepDelay(float(os.environ["WHALE_STEP_DELAY"]))] if os.environ.get("WHALE_STEP_DELAY") else []
     trainer = Trainer(model, loss, optimizer, loader, device, int(t["epochs"]), cfg, seed,
-                      hooks=[TimeBudget(budget)] + ([Progress(f"train fold {fold}"), EpochLog(out_dir / "log.csv"),
+                      hooks=[TimeBudget(budget)] + recluster + ([Progress(f"train fold {fold}"), EpochLog(out_dir / "log.csv"),
                                                      Checkpoint(last_path)] if dist.is_main else []) + delay,
                       amp=bool(t["amp"]), grad_clip=t["grad_clip"], warmup_epochs=float(t["warmup_epochs"]),
                       time_budget_s=None if budget is None else float(budget) * 60, dist=dist)
@@ -93,7 +106,7 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
     cleanup(dist)
     return {"fold": fold, "epochs": trainer.epoch, "steps": trainer.step, "seconds": round(trainer.elapsed(), 1),
             "final_loss": trainer.history[-1]["loss"] if trainer.history else None, "whales": len(whales),
-            "photos": len(photos), "device": str(device), "processes": dist.world}
+            "photos": len(rows), "device": str(device), "processes": dist.world}
 
 
 def check_resumable(saved: dict, current: dict, path: Path) -> None:

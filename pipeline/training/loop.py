@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.training.checkpoint import save_checkpoint
@@ -24,16 +25,23 @@ def lr_factor(progress: float, warmup: float) -> float:
 
 class ModelWithLoss(nn.Module):
     """One module for the forward pass and the loss, so DDP synchronises the loss's own parameters
-    (ArcFace's class centres) along with the network's."""
+    (ArcFace's class centres) along with the network's. Keeps the batch's embeddings (detached) for
+    hooks and samplers that learn from them (hard class mining)."""
 
     def __init__(self, model: nn.Module, loss: nn.Module, use_amp: bool, device: torch.device):
         super().__init__()
         self.model, self.loss, self.use_amp, self.device = model, loss, use_amp, device
+        self.takes_groups = bool(getattr(loss, "takes_groups", False))
+        self.last_embeddings: torch.Tensor | None = None
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         with autocast(self.device, self.use_amp):
             embeddings = self.model(images)
-        return self.loss(embeddings.float(), labels)
+        embeddings = embeddings.float()
+        self.last_embeddings = embeddings.detach()
+        if self.takes_groups:
+            return self.loss(embeddings, labels, groups)
+        return self.loss(embeddings, labels)
 
 
 class Trainer:
@@ -48,7 +56,8 @@ class Trainer:
         self.device, self.epochs, self.config, self.seed = device, int(epochs), config, int(seed)
         self.hooks = list(hooks)
         self.use_amp = amp and device.type == "cuda"
-        self.step_module: nn.Module = ModelWithLoss(model, loss, self.use_amp, device)
+        self.model_with_loss = ModelWithLoss(model, loss, self.use_amp, device)
+        self.step_module: nn.Module = self.model_with_loss
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -92,12 +101,16 @@ class Trainer:
             hook.before_train(self)
         while self.epoch < self.epochs and not self.stop_requested:
             self._seed_epoch()
+            for hook in self.hooks:
+                hook.before_epoch(self)
             self.model.train()
             self.loss.train()
             total, count = 0.0, 0
-            for images, labels in self.loader:
+            for images, labels, groups in self.loader:
                 self._set_lr()
-                loss = self.dist.mean(self._step(images.to(self.device, non_blocking=True), labels.to(self.device)))
+                loss = self.dist.mean(self._step(images.to(self.device, non_blocking=True), labels.to(self.device),
+                                                 groups))
+                self._feed_sampler(labels)
                 self.step += 1
                 self.last_loss = loss
                 total, count = total + loss, count + 1
@@ -127,9 +140,17 @@ class Trainer:
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
 
-    def _step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+    def _feed_sampler(self, labels: torch.Tensor) -> None:
+        """Hard class mining learns which whales look alike from the embeddings of every rank's batch."""
+        sampler = self.loader.batch_sampler
+        if not getattr(sampler, "hard", False):
+            return
+        embeddings = self.dist.gather(F.normalize(self.model_with_loss.last_embeddings, dim=1).cpu())
+        sampler.update_bank(embeddings.numpy(), self.dist.gather(labels.cpu()).numpy())
+
+    def _step(self, images: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.step_module(images, labels)
+        loss = self.step_module(images, labels, groups)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower train.lr")
         if not loss.requires_grad:  # a miner found no pair or triplet in this batch: nothing to learn
@@ -152,8 +173,12 @@ class Trainer:
             "model": self.model.state_dict(), "loss": self.loss.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
             "epoch": self.epoch, "step": self.step, "elapsed": self.elapsed(), "history": self.history,
-            "config": self.config,
+            "config": self.config, "sampler": self._sampler_state(),
         }
+
+    def _sampler_state(self) -> dict:
+        state = getattr(self.loader.batch_sampler, "state_dict", lambda: {})()
+        return {k: None if v is None else torch.as_tensor(v) for k, v in state.items()}
 
     def save(self, path: Path) -> None:
         save_checkpoint(path, self.state())
@@ -166,3 +191,6 @@ class Trainer:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.elapsed_before = float(state["elapsed"])
         self.history = list(state["history"])
+        sampler = self.loader.batch_sampler
+        if state.get("sampler") and hasattr(sampler, "load_state_dict"):
+            sampler.load_state_dict({k: None if v is None else v.numpy() for k, v in state["sampler"].items()})
