@@ -75,10 +75,11 @@ DEFAULTS: dict[str, Any] = {
     "divide": {
         # Divide and conquer (Sanakoyeu et al. 2019): clusters > 1 cuts the embedding into that many
         # slices; every `every_epochs` the train photos are re-embedded and their whales clustered; slice
-        # k learns from batches of cluster k. The last `finetune_epochs` train the whole embedding.
+        # k learns from batches of cluster k. The last `finetune_share` of training (by epochs or by the
+        # time budget, whichever is further along) trains the whole embedding.
         "clusters": 1,
         "every_epochs": 2,
-        "finetune_epochs": 0,
+        "finetune_share": 0.0,
     },
     "augment": {
         "shift_scale_rotate": 0.7,

@@ -122,7 +122,7 @@ def test_flip_as_new_identity_doubles_identities():
 @pytest.mark.parametrize("extra", [
     ["sampler.new_whale_share=0.25", "sampler.flip_as_new_identity=true"],
     ["loss.name=npair", "sampler.hard_classes=true"],
-    ["loss.name=triplet", "divide.clusters=2", "divide.every_epochs=1", "divide.finetune_epochs=1"],
+    ["loss.name=triplet", "divide.clusters=2", "divide.every_epochs=1", "divide.finetune_share=0.4"],
 ])
 def test_sampling_options_train_and_resume(prepared, tmp_path, extra, monkeypatch):
     import pipeline.training.fit as fit_module

@@ -3,7 +3,8 @@
 Before epoch e with e % every == 0 the hook embeds the training photos without augmentation, averages
 them per whale, and k-means the whales into K clusters; the sampler then draws batch b from cluster
 b mod K and the loss trains slice b mod K of the embedding (see losses.registry.SliceLosses). The last
-`finetune_epochs` epochs draw from every whale and train the whole embedding.
+`finetune_share` of training (by epochs or time budget, whichever is further) draws from every whale
+and trains the whole embedding.
 """
 from __future__ import annotations
 
@@ -30,9 +31,9 @@ def cluster_classes(embeddings: np.ndarray, labels: np.ndarray, classes: np.ndar
 
 
 class Recluster(Hook):
-    def __init__(self, dataset, clusters: int, every_epochs: int, finetune_epochs: int, batch_size: int = 64):
+    def __init__(self, dataset, clusters: int, every_epochs: int, finetune_share: float, batch_size: int = 64):
         self.dataset, self.clusters = dataset, int(clusters)
-        self.every, self.finetune = max(1, int(every_epochs)), int(finetune_epochs)
+        self.every, self.finetune = max(1, int(every_epochs)), float(finetune_share)
         self.batch_size = int(batch_size)
 
     @torch.no_grad()
@@ -50,7 +51,7 @@ class Recluster(Hook):
 
     def before_epoch(self, trainer) -> None:
         sampler = trainer.loader.batch_sampler
-        if trainer.epoch >= trainer.epochs - self.finetune:
+        if self.finetune > 0 and trainer.progress() >= 1 - self.finetune:
             if sampler.groups is not None:
                 log.info("divide and conquer: epoch %d fine-tunes the whole embedding", trainer.epoch)
             sampler.groups = None

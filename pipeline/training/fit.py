@@ -78,7 +78,7 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
     dataset = CachedPhotos(cache.images, rows, labels, transform, flipped)
     divide = cfg["divide"]
     recluster = [Recluster(CachedPhotos(cache.images, rows, labels, None, flipped), int(divide["clusters"]),
-                           int(divide["every_epochs"]), int(divide["finetune_epochs"]),
+                           int(divide["every_epochs"]), float(divide["finetune_share"]),
                            int(cfg["embed"]["batch_size"]))] if int(divide["clusters"]) > 1 else []
     loader = DataLoader(dataset, batch_sampler=sampler,
                         num_workers=int(t["workers"]), pin_memory=device.type == "cuda",
