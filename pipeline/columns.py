@@ -15,6 +15,8 @@ ROW = "row"
 WIDTH = "width"
 HEIGHT = "height"
 GRAY = "gray"
+CROP = "crop"  # "x0,y0,x1,y1" in original pixels, or "" when the photo is used whole
+ORIGINAL_ID = "original_id"  # the Id before duplicate ids were merged
 TRAIN, TEST = "train", "test"
 
 # predictions (long format: one row per query and candidate whale)

@@ -24,6 +24,18 @@ DEFAULTS: dict[str, Any] = {
         # read the cache, never the JPEGs.
         "image_size": [128, 256],
         "workers": 2,
+        # A CSV Image,x0,y0,x1,y1 of fluke boxes in original pixels; photos it lists are cropped to them.
+        "boxes": None,
+        # Crop the other photos to the subject found against the border colour (see data/crop.py).
+        "auto_crop": False,
+    },
+    "duplicates": {
+        # Photos whose 64-bit perceptual hashes differ in at most this many bits count as duplicates.
+        "max_distance": 4,
+        # Unite whale ids that share a duplicate train photo (the alphabetically first id is kept).
+        "merge_ids": False,
+        # Put the whale of a test photo's train duplicate first in the submission (reported when used).
+        "use_in_submission": False,
     },
     "folds": {
         "n_folds": 5,
@@ -107,6 +119,11 @@ DEFAULTS: dict[str, Any] = {
     "knn": {
         "neighbours": 200,  # photos retrieved per query before grouping by whale
         "keep_top": 50,  # whales kept per query in the predictions file
+        # flat: exact search (right up to ~1M gallery photos on a GPU); ivf or hnsw: approximate, for
+        # millions of gallery photos (see retrieval/index.py; make bench reports IVF's recall).
+        "index": "flat",
+        "nlist": None,  # ivf: k-means cells; None = 4 * sqrt(gallery size)
+        "nprobe": 16,  # ivf: cells searched per query
     },
     "threshold": {
         "grid": 201,  # candidate new_whale thresholds tried between the score extremes

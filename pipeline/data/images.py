@@ -1,27 +1,46 @@
-"""Decode one photo into a fixed-size uint8 RGB array, whatever its mode (CMYK, 16-bit, palette, RGBA)."""
+"""Decode one photo into a fixed-size uint8 RGB array, whatever its mode (CMYK, 16-bit, palette, RGBA),
+cropped to the fluke when a box is known or the automatic crop is on, with its perceptual hash."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from pipeline.data.crop import auto_box
+from pipeline.data.phash import phash
+
 # A photo whose channels differ by less than this (on 0..255) everywhere is treated as grayscale.
 GRAY_TOLERANCE = 8
+_SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that turn the photo by 90 degrees
 
 
 class UnreadableImage(Exception):
     pass
 
 
-def load_rgb(path: Path, size_hw: tuple[int, int]) -> tuple[np.ndarray, int, int, bool]:
-    """Return (H x W x 3 uint8 resized photo, original width, original height, is_grayscale)."""
+@dataclass
+class Decoded:
+    image: np.ndarray  # H x W x 3 uint8, resized (stretched) to the cache size
+    width: int  # of the original photo
+    height: int
+    gray: bool
+    hash: np.ndarray  # 8 uint8: pHash of the whole photo (before any crop)
+    box: tuple[float, float, float, float] | None  # crop used, in original (upright) pixels
+
+
+def decode_photo(path: Path, size_hw: tuple[int, int], box=None, auto_crop: bool = False) -> Decoded:
     try:
         with Image.open(path) as img:
             width, height = img.size
+            if img.getexif().get(0x0112) in _SWAPS_AXES:
+                width, height = height, width
             if img.format == "JPEG":
-                # Let libjpeg decode at a reduced scale when the photo is much larger than the cache.
-                img.draft("RGB", (size_hw[1] * 2, size_hw[0] * 2))
+                # Let libjpeg decode at a reduced scale when the photo is much larger than the cache
+                # (a box crops part of it, so keep enough pixels for the box to fill the cache).
+                img.draft("RGB", (size_hw[1] * 2, size_hw[0] * 2) if box is None and not auto_crop
+                          else (size_hw[1] * 4, size_hw[0] * 4))
             img = ImageOps.exif_transpose(img)
             img = _to_rgb(img)
             img.load()
@@ -29,8 +48,29 @@ def load_rgb(path: Path, size_hw: tuple[int, int]) -> tuple[np.ndarray, int, int
         raise UnreadableImage(f"cannot decode image: {e}") from None
     if width < 2 or height < 2:
         raise UnreadableImage(f"photo is {width}x{height} pixels, too small to identify anything")
+    digest = phash(img)
+    sx, sy = img.size[0] / width, img.size[1] / height  # draft decoding may have shrunk it
+    used = None
+    if box is not None:
+        x0, y0, x1, y1 = box
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            raise UnreadableImage(f"box {box} lies outside the {width}x{height} photo")
+        used = (x0, y0, x1, y1)
+    elif auto_crop:
+        found = auto_box(img)
+        if found is not None:
+            used = (found[0] / sx, found[1] / sy, found[2] / sx, found[3] / sy)
+    if used is not None:
+        img = img.crop((round(used[0] * sx), round(used[1] * sy), round(used[2] * sx), round(used[3] * sy)))
     resized = np.asarray(img.resize((size_hw[1], size_hw[0]), Image.BILINEAR), dtype=np.uint8)
-    return resized, width, height, is_grayscale(resized)
+    return Decoded(resized, width, height, is_grayscale(resized), digest, used)
+
+
+def load_rgb(path: Path, size_hw: tuple[int, int], auto_crop: bool = False) -> tuple[np.ndarray, int, int, bool]:
+    """(H x W x 3 uint8 resized photo, original width, original height, is_grayscale)."""
+    d = decode_photo(path, size_hw, auto_crop=auto_crop)
+    return d.image, d.width, d.height, d.gray
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -60,7 +60,10 @@ class Identifier:
         known = train[train[C.ID] != C.NEW_WHALE]
         self.image_size = tuple(self.cache.images.shape[1:3])
         report = cache_dir(work) / "preprocess.json"
-        self.data_dir = Path(json.loads(report.read_text())["data"]) if report.is_file() else None
+        facts = json.loads(report.read_text()) if report.is_file() else {}
+        self.data_dir = Path(facts["data"]) if "data" in facts else None
+        # Query photos get the automatic crop when the cached photos did.
+        self.auto_crop = bool(facts.get("auto_crop", False))
         self.fold_models: list[_FoldModel] = []
         for name in models:
             folds = folds_with(self.work / "models" / name, "final.pt")
@@ -93,7 +96,7 @@ class Identifier:
         from pipeline.data.images import UnreadableImage, load_rgb
 
         try:
-            return load_rgb(Path(path), self.image_size)[0]
+            return load_rgb(Path(path), self.image_size, auto_crop=bool(self.auto_crop))[0]
         except UnreadableImage as e:
             raise PipelineError(str(e), path) from None
         except FileNotFoundError:

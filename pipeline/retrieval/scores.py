@@ -7,26 +7,42 @@ import pandas as pd
 from pipeline import columns as C
 
 
+def rank_whales(similarities: np.ndarray, neighbours: np.ndarray, gallery_codes: np.ndarray,
+                keep_top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's best `keep_top` whales as (codes, scores), queries x keep_top, best first; code -1
+    and score -inf pad rows with fewer whales.
+
+    faiss returns neighbours best first, so a whale's first appearance in a row is its best photo. A
+    stable sort of each row's whale codes finds the first appearances in one pass over the whole
+    matrix: no Python loop over queries, no table of query-whale pairs."""
+    nq, k = neighbours.shape
+    codes = np.where(neighbours >= 0, np.asarray(gallery_codes)[np.maximum(neighbours, 0)], -1)
+    order = np.argsort(codes, axis=1, kind="stable")
+    sorted_codes = np.take_along_axis(codes, order, axis=1)
+    first_sorted = np.ones_like(sorted_codes, dtype=bool)
+    first_sorted[:, 1:] = sorted_codes[:, 1:] != sorted_codes[:, :-1]
+    first = np.zeros_like(first_sorted)
+    np.put_along_axis(first, order, first_sorted, axis=1)
+    first &= codes >= 0
+    rank = np.cumsum(first, axis=1) - 1
+    keep = first & (rank < keep_top)
+    out_codes = np.full((nq, keep_top), -1, dtype=np.int64)
+    out_scores = np.full((nq, keep_top), -np.inf, dtype=np.float32)
+    q, j = np.nonzero(keep)
+    out_codes[q, rank[q, j]] = codes[q, j]
+    out_scores[q, rank[q, j]] = similarities[q, j]
+    return out_codes, out_scores
+
+
 def whale_scores(similarities: np.ndarray, neighbours: np.ndarray, gallery_ids: np.ndarray,
                  query_names, keep_top: int) -> pd.DataFrame:
-    """Long table Image, Id, score: each query's best `keep_top` whales, best first.
-
-    faiss returns neighbours best first, so the first time a whale appears is its best photo;
-    keeping the first (query, whale) pair does the grouping without a Python loop."""
-    nq, k = neighbours.shape
-    query = np.repeat(np.arange(nq), k)
-    flat_idx = neighbours.reshape(-1)
-    valid = flat_idx >= 0  # faiss pads with -1 when the gallery is smaller than k
+    """Long table Image, Id, score: each query's best `keep_top` whales, best first."""
     ids = pd.Categorical(gallery_ids)
-    frame = pd.DataFrame({"q": query[valid], "w": ids.codes[flat_idx[valid]],
-                          C.SCORE: similarities.reshape(-1)[valid]})
-    frame = frame.drop_duplicates(["q", "w"], keep="first")
-    frame["rank"] = frame.groupby("q").cumcount()
-    frame = frame[frame["rank"] < keep_top]
+    codes, scores = rank_whales(similarities, neighbours, ids.codes, keep_top)
+    q, r = np.nonzero(codes >= 0)
     names = np.asarray(query_names)
-    return pd.DataFrame({C.IMAGE: names[frame["q"].to_numpy()],
-                         C.ID: np.asarray(ids.categories)[frame["w"].to_numpy()],
-                         C.SCORE: frame[C.SCORE].to_numpy(np.float32)})
+    return pd.DataFrame({C.IMAGE: names[q], C.ID: np.asarray(ids.categories)[codes[q, r]],
+                         C.SCORE: scores[q, r].astype(np.float32)})
 
 
 def fuse(tables: list[pd.DataFrame], weights: list[float] | None = None) -> pd.DataFrame:

@@ -36,11 +36,12 @@ def fold_scores(folder: Path, folds: pd.DataFrame, fold: int, test_names, cfg: d
     known = (folds[C.ID] != C.NEW_WHALE).to_numpy()
     gallery = known & (folds[C.FOLD] != fold).to_numpy()
     queries = (folds[C.FOLD] == fold).to_numpy()
-    sims, idx = search(train_vectors[gallery], train_vectors[queries], k["neighbours"])
+    options = {"kind": k["index"], "nlist": k["nlist"], "nprobe": k["nprobe"]} if k["index"] != "flat" else {}
+    sims, idx = search(train_vectors[gallery], train_vectors[queries], k["neighbours"], **options)
     oof = whale_scores(sims, idx, folds[C.ID].to_numpy()[gallery], folds[C.IMAGE].to_numpy()[queries], k["keep_top"])
     oof[C.FOLD] = fold
     test_vectors = load_embeddings(folder, test_names, C.TEST)
-    sims, idx = search(train_vectors[known], test_vectors, k["neighbours"])
+    sims, idx = search(train_vectors[known], test_vectors, k["neighbours"], **options)
     test = whale_scores(sims, idx, folds[C.ID].to_numpy()[known], np.asarray(test_names), k["keep_top"])
     return oof, test
 

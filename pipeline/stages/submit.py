@@ -10,12 +10,13 @@ from pipeline import columns as C
 from pathlib import Path
 
 from pipeline.data.cache import ImageCache, cache_dir
+from pipeline.data.duplicates import put_first, duplicate_answers
 from pipeline.io.stamp import Stamp, fingerprint
 from pipeline.io.atomic import write_csv
 from pipeline.io.submission import check_submission
 from pipeline.retrieval.predictions import Predictions, fallback_whales
 from pipeline.retrieval.threshold import predict, top_whales
-from pipeline.stages.common import add_common, prediction_dir
+from pipeline.stages.common import add_common, prediction_dir, stage_config
 from pipeline.stages.folds import read_folds
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ def run(args: argparse.Namespace) -> str:
     folder = prediction_dir(args.work, args.name)
     stamp = Stamp(args.work, f"submit-{Path(args.out).resolve()}",
                   fingerprint([folder / "test.parquet", folder / "threshold.json", args.folds_file,
-                               cache_dir(args.work) / "manifest.parquet"], [args.name, args.threshold]), [args.out])
+                               cache_dir(args.work) / "manifest.parquet", cache_dir(args.work) / "duplicates.csv"],
+                              [args.name, args.threshold, stage_config(args)["duplicates"]]), [args.out])
     if stamp.up_to_date(args.force):
         print(f"Submission: {args.out}")
         return args.out
@@ -42,6 +44,8 @@ def run(args: argparse.Namespace) -> str:
     threshold = preds.threshold["threshold"] if args.threshold is None else args.threshold
     ids, vals = top_whales(preds.test, test_names)
     labels = predict(ids, vals, threshold, fallback_whales(read_folds(args.folds_file)))
+    if stage_config(args)["duplicates"]["use_in_submission"]:
+        labels = answer_duplicates(args.work, test_names, labels)
     submission = pd.DataFrame({C.IMAGE: test_names, C.ID: [" ".join(x) for x in labels]})
     check_submission(submission, test_names, args.out)
     write_csv(args.out, submission)
@@ -51,3 +55,18 @@ def run(args: argparse.Namespace) -> str:
              100 * share)
     print(f"Submission: {args.out}")
     return args.out
+
+
+def answer_duplicates(work, test_names, labels):
+    """Opt-in (duplicates.use_in_submission): a test photo with a near-identical known-whale train photo
+    gets that whale first. Ids come from the manifest, so merged ids are used when merging is on."""
+    cache = ImageCache.open(work)
+    pairs = pd.read_csv(cache_dir(work) / "duplicates.csv", dtype=str, keep_default_na=False)
+    pairs["distance"] = pairs["distance"].astype(int)
+    ids = cache.manifest.set_index(C.IMAGE)[C.ID]
+    pairs["id_a"] = ids.reindex(pairs["image_a"]).to_numpy()
+    answers = duplicate_answers(pairs)
+    labels, used = put_first(labels, test_names, answers)
+    log.warning("duplicates.use_in_submission: %d test photo(s) answered by their train duplicate's whale", used)
+    print(f"Train/test duplicates used for {used} test photo(s)")
+    return labels
