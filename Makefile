@@ -23,8 +23,8 @@ DEMO_DATA := $(DEMO_WORK)/data
 DEMO_ARGS := DATA=$(DEMO_DATA) WORK=$(DEMO_WORK) MODEL=demo_triplet PIPELINE=configs/demo.yaml \
              FOLDS_FILE=folds/demo.csv SUBMISSION=submissions/demo.csv
 
-.PHONY: install demo test test-slow bench synth preprocess folds train embed knn ensemble submit cv all clean \
-        report identify serve
+.PHONY: install demo test test-slow bench bench-losses synth preprocess folds train embed knn single train-all \
+        ensemble submit cv all clean report identify serve
 
 install: $(INSTALLED)
 
@@ -49,8 +49,14 @@ test: install
 test-slow: install
 	$(VENV)/bin/pytest -q -m slow
 
+# Speed and scale figures against their goals, then MAP@5 end to end on the real sets.
 bench: install
-	$(PYTHON) -m benchmarks.real_data --budget $(or $(BUDGET),2)
+	$(PYTHON) -m benchmarks.speed
+	$(PYTHON) -m benchmarks.real_data --budget $(or $(BUDGET),1)
+
+# Every loss recipe on nyala, same backbone, image size and BUDGET minutes per fold (3 folds).
+bench-losses: install
+	$(PYTHON) -m benchmarks.losses --budget $(or $(BUDGET),0.75)
 
 synth: install
 	$(WHALE) synth --out $(DATA)
@@ -73,8 +79,19 @@ embed: install
 knn: install
 	$(WHALE) knn $(MODEL_ARGS) --folds $(FOLDS)
 
-ensemble: install
+# One model's predictions passed through as the ensemble (what `make all` uses).
+single: install
 	$(WHALE) ensemble $(COMMON) --model $(MODEL) --folds-file $(FOLDS_FILE)
+
+# Every model in configs/ensemble.yaml: train, embed and knn, each within BUDGET minutes per fold.
+train-all: install
+	@for m in $$($(WHALE) ensemble $(COMMON) --list-models); do \
+	  $(MAKE) --no-print-directory train embed knn MODEL=$$m || exit 1; done
+
+# The models of configs/ensemble.yaml combined by every method it lists; prints the CV table, then submits.
+ensemble: install
+	$(WHALE) ensemble $(COMMON) --folds-file $(FOLDS_FILE)
+	$(WHALE) submit $(COMMON) --folds-file $(FOLDS_FILE) --out $(SUBMISSION)
 
 submit: install
 	$(WHALE) submit $(COMMON) --folds-file $(FOLDS_FILE) --out $(SUBMISSION)
@@ -82,7 +99,7 @@ submit: install
 cv: install
 	$(WHALE) cv $(COMMON) --folds-file $(FOLDS_FILE)
 
-all: preprocess folds train embed knn ensemble submit cv
+all: preprocess folds train embed knn single submit cv
 
 report: install
 	$(WHALE) report --work $(WORK) --folds-file $(FOLDS_FILE)

@@ -39,7 +39,7 @@ def trained(work: Path, recipe: str) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=SHARED / "nyala")
-    parser.add_argument("--budget", type=float, default=1.0, help="training minutes per fold")
+    parser.add_argument("--budget", type=float, default=0.75, help="training minutes per fold")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--recipes", nargs="+", default=RECIPES)
     parser.add_argument("--out", type=Path, default=None, help="also write the table here (markdown)")

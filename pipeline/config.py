@@ -16,6 +16,9 @@ import yaml
 
 from pipeline.errors import PipelineError
 
+# The recipe (configs/models/<name>.yaml) used when none is named; chosen by `make bench-losses`.
+DEFAULT_MODEL = "resnet18_arcface"
+
 DEFAULTS: dict[str, Any] = {
     "name": None,  # the model's name; set from the config file's stem when loaded by name
     "seed": 0,
@@ -127,9 +130,32 @@ DEFAULTS: dict[str, Any] = {
     },
     "threshold": {
         "grid": 201,  # candidate new_whale thresholds tried between the score extremes
+        # cv: the constant that maximises out-of-fold MAP@5; share: new_whale first for this share of
+        # the queries (test's expected share of unseen whales; uses no labels at all).
+        "strategy": "cv",
+        "new_whale_share": 0.28,
     },
     "ensemble": {
         "models": [],  # list of {name, weight}; empty means the MODEL given on the command line
+        # fusion: weighted mean of the models' per-whale kNN scores; classifier: softmax over the
+        # concatenated embeddings; blend: blend_weight * fusion + (1 - blend_weight) * classifier.
+        "methods": ["fusion"],
+        "output": "best",  # the method submit uses; best = highest cross-validated MAP@5
+        "blend_weight": 0.5,
+        "classifier": {
+            "epochs": 30,
+            "lr": 0.01,
+            "weight_decay": 0.0,
+            "batch_size": 1024,
+            "scale": 16.0,  # cosine logits' scale
+            "flips": False,  # mirrored photos as classes of their own (needs embed.flip_tta)
+        },
+        "pseudo_labels": {
+            # Test photos whose best classifier/blend score reaches min_score join training, labelled
+            # with that whale, and the classifier is trained again.
+            "enabled": False,
+            "min_score": 0.8,
+        },
     },
 }
 

@@ -14,7 +14,7 @@ import pandas as pd
 from pipeline import columns as C
 from pipeline.errors import PipelineError
 from pipeline.io.atomic import write_json, write_parquet
-from pipeline.retrieval.threshold import top_whales, tune_threshold
+from pipeline.retrieval.threshold import share_threshold, top_whales, tune_threshold
 
 
 @dataclass
@@ -39,11 +39,22 @@ def tune_on_oof(oof: pd.DataFrame, folds: pd.DataFrame, grid: int) -> dict:
     ids, vals = top_whales(oof, queries[C.IMAGE])
     threshold, score, curve = tune_threshold(ids, vals, queries[C.TRUTH], grid)
     return {"threshold": threshold, "oof_map5_in_sample": score, "folds": sorted(int(f) for f in oof[C.FOLD].unique()),
-            "queries": int(len(queries)), "curve": curve.round(6).to_dict(orient="list")}
+            "queries": int(len(queries)), "curve": curve.round(6).to_dict(orient="list"), "strategy": "cv"}
 
 
-def write_predictions(folder: Path, oof: pd.DataFrame, test: pd.DataFrame, folds: pd.DataFrame, grid: int) -> dict:
+def write_predictions(folder: Path, oof: pd.DataFrame, test: pd.DataFrame, folds: pd.DataFrame, grid: int,
+                      threshold_cfg: dict | None = None) -> dict:
+    """Writes the tables and the new_whale threshold: tuned on the out-of-fold queries (strategy cv), or
+    set on test so that new_whale comes first for threshold_cfg['new_whale_share'] of it (strategy share)."""
     threshold = tune_on_oof(oof, folds, grid)
+    if threshold_cfg and threshold_cfg.get("strategy", "cv") == "share":
+        names = test[C.IMAGE].unique()
+        _, vals = top_whales(test, names)
+        threshold.update(threshold=share_threshold(vals, threshold_cfg["new_whale_share"]), strategy="share",
+                         new_whale_share=float(threshold_cfg["new_whale_share"]))
+    elif threshold_cfg and threshold_cfg.get("strategy", "cv") != "cv":
+        raise PipelineError(f"unknown threshold strategy {threshold_cfg['strategy']!r}; use cv or share",
+                            "threshold.strategy")
     write_parquet(folder / "oof.parquet", oof)
     write_parquet(folder / "test.parquet", test)
     write_json(folder / "threshold.json", threshold)

@@ -65,6 +65,15 @@ def tune_threshold(ids: np.ndarray, vals: np.ndarray, truths, size: int = 201) -
     return float(grid[choice]), float(curve[choice]), pd.DataFrame({"threshold": grid, "map5": curve})
 
 
+def share_threshold(vals: np.ndarray, share: float) -> float:
+    """The threshold that puts new_whale first for `share` of the queries (their best whale scores
+    lowest): no labels needed, so it can be set on test itself."""
+    top = vals[:, 0][np.isfinite(vals[:, 0])]
+    if top.size == 0:
+        return 0.0
+    return float(np.quantile(top, float(share)))
+
+
 def predict(ids: np.ndarray, vals: np.ndarray, threshold: float, fallback: list[str]) -> list[list[str]]:
     """Five distinct labels per query: whales with new_whale inserted at the threshold, padded with
     `fallback` whales (e.g. the most photographed ones) when a query has fewer than five candidates."""

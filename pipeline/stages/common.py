@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import load_stage_config
+from pipeline.config import DEFAULT_MODEL, load_stage_config
 
 
 def add_common(parser: argparse.ArgumentParser, model: bool = False) -> None:
@@ -19,7 +19,8 @@ def add_common(parser: argparse.ArgumentParser, model: bool = False) -> None:
                         help="override a config value, e.g. --set train.lr=0.001 (repeatable)")
     parser.add_argument("--force", action="store_true", help="redo the stage even if its inputs did not change")
     if model:
-        parser.add_argument("--model", required=True, help="a config name under configs/models/")
+        parser.add_argument("--model", default=DEFAULT_MODEL,
+                            help=f"a config name under configs/models/ (default {DEFAULT_MODEL})")
 
 
 def add_data(parser: argparse.ArgumentParser) -> None:

@@ -18,7 +18,7 @@ from pipeline.io.atomic import write_json, write_text
 from pipeline.io.stamp import Stamp, fingerprint
 from pipeline.metrics import map_at_5
 from pipeline.retrieval.predictions import Predictions
-from pipeline.retrieval.threshold import map5_by_threshold, top_whales, tune_threshold
+from pipeline.retrieval.threshold import map5_by_threshold, share_threshold, top_whales, tune_threshold
 from pipeline.stages.common import add_common, prediction_dir, stage_config
 from pipeline.stages.folds import read_folds
 
@@ -31,7 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folds-file", default="folds/folds.csv")
 
 
-def evaluate(oof: pd.DataFrame, folds: pd.DataFrame, grid: int = 201) -> dict:
+def evaluate(oof: pd.DataFrame, folds: pd.DataFrame, grid: int = 201, threshold_cfg: dict | None = None) -> dict:
+    """Per fold and overall MAP@5. Strategy cv: each fold at the threshold tuned on the other folds;
+    strategy share: each fold at the threshold that puts new_whale first for the configured share of
+    its own queries (no labels involved)."""
+    by_share = bool(threshold_cfg) and threshold_cfg.get("strategy", "cv") == "share"
     done = sorted(int(f) for f in oof[C.FOLD].unique())
     queries = folds[folds[C.FOLD].isin(done)].reset_index(drop=True)
     ids, vals = top_whales(oof, queries[C.IMAGE])
@@ -42,8 +46,11 @@ def evaluate(oof: pd.DataFrame, folds: pd.DataFrame, grid: int = 201) -> dict:
         mine = fold_of == k
         others = ~mine
         nested = len(done) > 1
-        t, _, _ = tune_threshold(ids[others if nested else mine], vals[others if nested else mine],
-                                 truths[others if nested else mine], grid)
+        if by_share:
+            t = share_threshold(vals[mine], threshold_cfg["new_whale_share"])
+        else:
+            t, _, _ = tune_threshold(ids[others if nested else mine], vals[others if nested else mine],
+                                     truths[others if nested else mine], grid)
         score = float(map5_by_threshold(ids[mine], vals[mine], truths[mine], [t])[0])
         ap_sum += score * mine.sum()
         per_fold.append({"fold": k, "queries": int(mine.sum()), "threshold": round(t, 4), "map5": round(score, 4),
@@ -52,7 +59,8 @@ def evaluate(oof: pd.DataFrame, folds: pd.DataFrame, grid: int = 201) -> dict:
     baseline = map_at_5(truths, [[C.NEW_WHALE]] * len(truths))
     return {
         "folds": per_fold, "map5": round(ap_sum / len(queries), 4), "queries": int(len(queries)),
-        "threshold_nested": len(done) > 1, "threshold": round(best_t, 4), "map5_in_sample": round(in_sample, 4),
+        "threshold_nested": len(done) > 1 or by_share, "strategy": "share" if by_share else "cv",
+        "threshold": round(best_t, 4), "map5_in_sample": round(in_sample, 4),
         "map5_no_threshold": round(float(map5_by_threshold(ids, vals, truths, [np.inf])[0]), 4),
         "new_whale_first_baseline": round(baseline, 4), "curve": curve.round(5).to_dict(orient="list"),
     }
@@ -61,7 +69,9 @@ def evaluate(oof: pd.DataFrame, folds: pd.DataFrame, grid: int = 201) -> dict:
 def markdown(name: str, report: dict) -> str:
     lines = [f"# Cross-validation: {name}", "",
              f"Out-of-fold MAP@5: **{report['map5']:.4f}** over {report['queries']} validation photos "
-             + ("(each fold at a threshold tuned on the other folds)." if report["threshold_nested"]
+             + ("(each fold with new_whale first for the configured share of its queries)."
+                if report.get("strategy") == "share" else
+                "(each fold at a threshold tuned on the other folds)." if report["threshold_nested"]
                 else "(one fold: threshold tuned on the same photos, an optimistic figure)."), "",
              "| fold | queries | new_whale share | threshold | MAP@5 |", "|---:|---:|---:|---:|---:|"]
     for f in report["folds"]:
@@ -89,7 +99,7 @@ def run(args: argparse.Namespace) -> dict:
         return report
     folds = read_folds(args.folds_file)
     preds = Predictions.read(prediction_dir(args.work, args.name))
-    report = evaluate(preds.oof, folds, cfg["threshold"]["grid"])
+    report = evaluate(preds.oof, folds, cfg["threshold"]["grid"], cfg["threshold"])
     report["name"] = args.name
     write_json(out / "cv.json", report)
     write_text(out / "cv.md", markdown(args.name, report))

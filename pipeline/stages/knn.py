@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> dict:
         oofs.append(oof)
         tests.append(test)
     threshold = write_predictions(out, pd.concat(oofs, ignore_index=True), fuse(tests), folds,
-                                  cfg["threshold"]["grid"])
+                                  cfg["threshold"]["grid"], cfg["threshold"])
     log.info("%s: folds %s, new_whale threshold %.4f (out-of-fold MAP@5 %.4f at it), predictions in %s",
              cfg["name"], wanted, threshold["threshold"], threshold["oof_map5_in_sample"], out)
     stamp.write()

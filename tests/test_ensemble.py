@@ -1,0 +1,106 @@
+"""The ensemble stage: softmax over concatenated features without leaks, fusion, blend, thresholds,
+pseudo-labels and the comparison table."""
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import columns as C
+from pipeline.cli import main
+from pipeline.ensemble.features import mirrored
+from pipeline.retrieval.threshold import share_threshold
+from pipeline.stages.folds import read_folds
+from tests.conftest import REPO, TINY_SETS
+
+
+@pytest.fixture(scope="module")
+def two_models(trained_tiny, tmp_path_factory):
+    """The tiny trained WORK plus a second model (test_arcface), and a configs folder listing both."""
+    data, trained = trained_tiny
+    work = tmp_path_factory.mktemp("ens") / "work"
+    shutil.copytree(trained, work)
+    configs = work.parent / "configs"
+    shutil.copytree(REPO / "configs", configs)
+    sets = [x for s in TINY_SETS for x in ("--set", s)]
+    folds_file = str(work / "folds.csv")
+    for stage in ("train", "embed", "knn"):
+        assert main([stage, "--work", str(work), "--configs", str(configs), "--model", "test_arcface",
+                     "--folds-file", folds_file, *sets]) == 0
+    return work, configs, folds_file, sets
+
+
+def write_ensemble(configs, **extra):
+    text = ("ensemble:\n  models:\n    - {name: demo_triplet, weight: 1.0}\n    - {name: test_arcface, weight: 0.5}\n"
+            "  methods: [fusion, classifier, blend]\n")
+    for key, value in extra.items():
+        text += f"  {key}: {value}\n"
+    (configs / "ensemble.yaml").write_text(text)
+
+
+def test_ensemble_methods_table_and_submission(two_models, capsys, monkeypatch):
+    import pipeline.ensemble.features as features
+
+    work, configs, folds_file, sets = two_models
+    write_ensemble(configs, pseudo_labels="{enabled: true, min_score: 0.3}")
+    seen = []  # (names, split) of every feature lookup, to prove fold k's classifier never sees fold k
+    original = features.concatenated
+
+    def spy(folders, weights, names, split):
+        seen.append((str(folders[0]), list(names), split))
+        return original(folders, weights, names, split)
+
+    monkeypatch.setattr(features, "concatenated", spy)
+    assert main(["ensemble", "--work", str(work), "--configs", str(configs), "--folds-file", folds_file, *sets]) == 0
+    table = capsys.readouterr().out
+    for name in ("demo_triplet", "test_arcface", "ensemble: fusion", "ensemble: classifier", "ensemble: blend"):
+        assert name in table
+    folds = read_folds(folds_file)
+    for folder, names, split in seen:
+        fold = int(folder.rsplit("fold", 1)[1])
+        validation = set(folds.loc[folds[C.FOLD] == fold, C.IMAGE])
+        if split == C.TRAIN and not set(names) <= validation:  # a training lookup
+            assert not set(names) & validation, f"fold {fold}'s classifier saw its own validation photos"
+    report = json.loads((work / "reports" / "ensemble.json").read_text())
+    assert report["chosen"] in ("fusion", "classifier", "blend")
+    assert report["scores"][report["chosen"]] == max(report["scores"].values())
+    assert report["pseudo_labels"]["added"] > 0 and 0 <= report["pseudo_labels"]["precision_vs_solution"] <= 1
+    classifier_oof = pd.read_parquet(work / "predictions" / "ensemble_classifier" / "oof.parquet")
+    # Out of fold: each fold's rows are exactly that fold's validation photos.
+    for fold, part in classifier_oof.groupby(C.FOLD):
+        assert set(part[C.IMAGE]) == set(folds.loc[folds[C.FOLD] == fold, C.IMAGE])
+    assert (classifier_oof.groupby(C.IMAGE)[C.SCORE].sum() <= 1 + 1e-5).all()  # probabilities
+    out = work / "sub.csv"
+    assert main(["submit", "--work", str(work), "--configs", str(configs), "--folds-file", folds_file,
+                 "--out", str(out), *sets]) == 0
+    manifest = pd.read_parquet(work / "cache" / "manifest.parquet")
+    assert len(pd.read_csv(out)) == int((manifest[C.SPLIT] == C.TEST).sum())
+
+
+def test_share_threshold_puts_new_whale_first_for_that_share(two_models):
+    vals = np.array([[0.9, 0.1], [0.5, 0.2], [0.7, 0.3], [0.2, 0.1]])
+    t = share_threshold(vals, 0.5)
+    assert (vals[:, 0] < t).mean() == 0.5
+    work, configs, folds_file, sets = two_models
+    write_ensemble(configs, methods="[fusion]")
+    assert main(["ensemble", "--work", str(work), "--configs", str(configs), "--folds-file", folds_file, *sets,
+                 "--set", "threshold.strategy=share", "--set", "threshold.new_whale_share=0.4"]) == 0
+    threshold = json.loads((work / "predictions" / "ensemble" / "threshold.json").read_text())
+    test = pd.read_parquet(work / "predictions" / "ensemble" / "test.parquet")
+    top = test.groupby(C.IMAGE)[C.SCORE].max()
+    assert threshold["strategy"] == "share" and abs((top < threshold["threshold"]).mean() - 0.4) < 0.05
+
+
+def test_mirrored_features_swap_each_models_halves():
+    x = np.arange(12, dtype=np.float32).reshape(1, 12)  # two models: 8 and 4 dims
+    assert mirrored(x, [8, 4]).tolist() == [[4, 5, 6, 7, 0, 1, 2, 3, 10, 11, 8, 9]]
+
+
+def test_list_models_and_unknown_method(two_models, capsys):
+    work, configs, folds_file, sets = two_models
+    write_ensemble(configs)
+    assert main(["ensemble", "--configs", str(configs), "--list-models"]) == 0
+    assert capsys.readouterr().out.split() == ["demo_triplet", "test_arcface"]
+    write_ensemble(configs, methods="[fusion, stacking]")
+    assert main(["ensemble", "--work", str(work), "--configs", str(configs), "--folds-file", folds_file]) == 2
