@@ -2,7 +2,7 @@
 #   make all DATA=../shared/data/nyala WORK=/tmp/nyala BUDGET=2 SUBMISSION=/tmp/nyala/sub.csv
 DATA ?= data
 WORK ?= work
-MODEL ?= resnet18_arcface
+MODEL ?= coupled_clusters
 FOLDS ?= all
 BUDGET ?=
 SUBMISSION ?= submissions/submission.csv

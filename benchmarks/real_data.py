@@ -1,6 +1,6 @@
 """MAP@5 on the real re-identification sets in ../shared/data (nyala, lion), end to end.
 
-    python -m benchmarks.real_data --budget 2 [--model resnet18_arcface] [--sets nyala lion]
+    python -m benchmarks.real_data --budget 2 [--model coupled_clusters] [--sets nyala lion]
 
 Runs the whole chain (preprocess .. cv) per set in a temporary WORK, then scores the submission
 against the set's solution.csv. Prints one table: set, model, budget, wall time, CV MAP@5, MAP@5 on
@@ -17,6 +17,7 @@ import pandas as pd
 
 from pipeline import columns as C
 from pipeline.chain import run_chain
+from pipeline.config import DEFAULT_MODEL
 from pipeline.io.submission import read_submission, score_submission
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -40,7 +41,7 @@ def run_set(data: Path, model: str, budget: float, overrides: list[str]) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=2.0, help="training minutes per fold")
-    parser.add_argument("--model", default="resnet18_arcface")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--sets", nargs="+", default=["nyala", "lion"])
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()

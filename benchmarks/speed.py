@@ -10,6 +10,7 @@ knn       the whole kNN stage (search, one score per whale, threshold, top five)
 ivf       an IVF index at 1M x 512: recall of the exact top five, and search speed-up over flat.
 scale     a synthetic Kaggle-sized set (25,361 train + 7,960 test JPEGs of 1050x700, real label
           distribution) through preprocess: wall time (goal <= 10 min) and peak memory (goal <= 4 GiB).
+crop      MAP@5 on nyala of the default recipe with and without the automatic crop, same budget.
 """
 from __future__ import annotations
 
@@ -337,7 +338,35 @@ def scale(n_train: int | None = None, n_test: int = 7960) -> None:
         report("preprocess peak memory (process tree RSS)", round(peak / 2**30, 2), "<= 4 GiB", peak <= 4 * 2**30)
 
 
-PARTS = {"datapath": datapath, "knn": knn, "ivf": ivf, "scale": scale}
+# ----------------------------------------------------------------------------------------------- crop
+
+def crop(model: str, budget: float = 0.75, n_folds: int = 3) -> None:
+    """The default recipe on nyala with and without the automatic crop, same budget, side by side."""
+    import json
+
+    from pipeline.chain import run_chain
+    from pipeline.io.submission import read_submission, score_submission
+
+    data = REPO.parent / "shared" / "data" / "nyala"
+    if not (data / "train.csv").is_file():
+        print(f"skip crop: {data} not present")
+        return
+    solution = pd.read_csv(data / "solution.csv", dtype=str, keep_default_na=False)
+    scores = {}
+    for auto in (False, True):
+        with tempfile.TemporaryDirectory(prefix="bench-crop-") as tmp:
+            sub = run_chain(data, tmp, model, CONFIGS, [f"folds.n_folds={n_folds}", f"preprocess.auto_crop={auto}"],
+                            budget=budget)
+            cv = json.loads((Path(tmp) / "reports" / "cv.json").read_text())["map5"]
+            cropped = json.loads((Path(tmp) / "cache" / "preprocess.json").read_text())["cropped_automatically"]
+            scores[auto] = (cv, score_submission(read_submission(sub), solution), cropped)
+    (cv0, t0, _), (cv1, t1, n1) = scores[False], scores[True]
+    report("nyala MAP@5 with automatic crop - without", round(t1 - t0, 4), "(decides preprocess.auto_crop)", None,
+           f"(test {t1:.4f} vs {t0:.4f}, CV {cv1:.4f} vs {cv0:.4f}; {n1} photos cropped; {model}, "
+           f"{budget} min x {n_folds} folds)")
+
+
+PARTS = {"datapath": datapath, "knn": knn, "ivf": ivf, "scale": scale, "crop": crop}
 
 
 def main() -> None:
@@ -347,10 +376,10 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     for part in args.parts:
-        if part == "datapath":
+        if part in ("datapath", "crop"):
             from pipeline.config import DEFAULT_MODEL
 
-            datapath(args.model or DEFAULT_MODEL)
+            PARTS[part](args.model or DEFAULT_MODEL)
         else:
             PARTS[part]()
     print()

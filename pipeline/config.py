@@ -17,7 +17,7 @@ import yaml
 from pipeline.errors import PipelineError
 
 # The recipe (configs/models/<name>.yaml) used when none is named; chosen by `make bench-losses`.
-DEFAULT_MODEL = "resnet18_arcface"
+DEFAULT_MODEL = "coupled_clusters"
 
 DEFAULTS: dict[str, Any] = {
     "name": None,  # the model's name; set from the config file's stem when loaded by name

@@ -33,3 +33,14 @@ def test_every_shipped_model_config_loads():
     assert names
     for name in names:
         assert load_stage_config(configs, name)["name"] == name
+
+
+def test_makefile_default_model_is_the_configured_default():
+    import re
+
+    from pipeline.config import DEFAULT_MODEL
+    from tests.conftest import REPO
+
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^MODEL \?= (\S+)$", makefile, re.M).group(1) == DEFAULT_MODEL
+    assert (REPO / "configs" / "models" / f"{DEFAULT_MODEL}.yaml").is_file()
