@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from pipeline.cli import main
 from tests.conftest import REPO, prepare_twins, train_argv
@@ -17,14 +18,19 @@ SETS = ["preprocess.image_size=[32,64]", "folds.n_folds=3", "sampler.classes_per
 
 
 
-def test_two_processes_match_one(tiny_synth, tmp_path):
-    folds_file = prepare_twins(tiny_synth, tmp_path, SETS, ("one", "two"))
+# Plain, and with the samplers whose state is learned during training (ranks must agree on it).
+@pytest.mark.parametrize("extra", [[], ["loss.name=triplet", "sampler.hard_classes=true"],
+                                   ["loss.name=triplet", "divide.clusters=2", "divide.every_epochs=1"]],
+                         ids=["arcface", "hard_classes", "divide_and_conquer"])
+def test_two_processes_match_one(tiny_synth, tmp_path, extra):
+    sets = SETS + extra
+    folds_file = prepare_twins(tiny_synth, tmp_path, sets, ("one", "two"))
 
-    assert main(train_argv(tmp_path / "one", folds_file, SETS)) == 0
+    assert main(train_argv(tmp_path / "one", folds_file, sets)) == 0
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     run = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "pipeline",
-                          *train_argv(tmp_path / "two", folds_file, SETS)],
+                          *train_argv(tmp_path / "two", folds_file, sets)],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
 

@@ -1,9 +1,11 @@
 """DDP set-up for `torchrun`: NCCL on GPUs, gloo on the CPU. A single process needs none of it.
 
 Every rank builds the same global P x K batch (the sampler is seeded by epoch) and takes its own
-slice; DDP averages the gradients, so two ranks with half a batch each take the same step as one
-process with the whole batch (up to batch-norm statistics, which are per rank on the CPU: PyTorch's
-SyncBatchNorm is GPU-only). Only rank 0 writes files.
+slice; the embeddings of all slices are gathered before the loss (pair and triplet losses need the
+whole batch to find their positives and negatives), and DDP averages the gradients, so two ranks
+with half a batch each take the same step as one process with the whole batch (up to batch-norm
+statistics, which are per rank on the CPU: PyTorch's SyncBatchNorm is GPU-only). Only rank 0
+writes files.
 """
 from __future__ import annotations
 
@@ -56,6 +58,32 @@ class DistInfo:
         t = torch.tensor([1 if flag else 0], dtype=torch.int32)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward hands each rank the gradient of its own rows, summed over ranks
+    (every rank computes the same loss from the gathered batch). With DDP's averaging this gives
+    exactly the gradient of the whole batch's loss, for the network and the loss's own parameters."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, world: int, rank: int) -> torch.Tensor:
+        ctx.rank, ctx.rows = rank, tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(world)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows], None, None
+
+
+def gather_with_grad(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Every rank's rows, in rank order; gradients flow back to each rank's own rows."""
+    if not info.enabled:
+        return tensor
+    return _GatherWithGrad.apply(tensor, info.world, info.rank)
 
 
 def setup() -> DistInfo:

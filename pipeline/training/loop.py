@@ -28,17 +28,25 @@ class ModelWithLoss(nn.Module):
     (ArcFace's class centres) along with the network's. Keeps the batch's embeddings (detached) for
     hooks and samplers that learn from them (hard class mining)."""
 
-    def __init__(self, model: nn.Module, loss: nn.Module, use_amp: bool, device: torch.device):
+    def __init__(self, model: nn.Module, loss: nn.Module, use_amp: bool, device: torch.device, dist=None):
+        from pipeline.training.distributed import DistInfo
+
         super().__init__()
         self.model, self.loss, self.use_amp, self.device = model, loss, use_amp, device
+        self.dist = dist or DistInfo()
         self.takes_groups = bool(getattr(loss, "takes_groups", False))
         self.last_embeddings: torch.Tensor | None = None
+        self.last_labels: torch.Tensor | None = None
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        from pipeline.training.distributed import gather_with_grad
+
         with autocast(self.device, self.use_amp):
             embeddings = self.model(images)
-        embeddings = embeddings.float()
-        self.last_embeddings = embeddings.detach()
+        # Under DDP the loss sees the whole global batch: every rank's embeddings (see distributed.py).
+        embeddings = gather_with_grad(embeddings.float(), self.dist)
+        labels, groups = self.dist.gather(labels), self.dist.gather(groups)
+        self.last_embeddings, self.last_labels = embeddings.detach(), labels
         if self.takes_groups:
             return self.loss(embeddings, labels, groups)
         return self.loss(embeddings, labels)
@@ -56,7 +64,7 @@ class Trainer:
         self.device, self.epochs, self.config, self.seed = device, int(epochs), config, int(seed)
         self.hooks = list(hooks)
         self.use_amp = amp and device.type == "cuda"
-        self.model_with_loss = ModelWithLoss(model, loss, self.use_amp, device)
+        self.model_with_loss = ModelWithLoss(model, loss, self.use_amp, device, self.dist)
         self.step_module: nn.Module = self.model_with_loss
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -109,8 +117,8 @@ class Trainer:
             for images, labels, groups in self.loader:
                 self._set_lr()
                 loss = self.dist.mean(self._step(images.to(self.device, non_blocking=True), labels.to(self.device),
-                                                 groups))
-                self._feed_sampler(labels)
+                                                 groups.to(self.device)))
+                self._feed_sampler()
                 self.step += 1
                 self.last_loss = loss
                 total, count = total + loss, count + 1
@@ -140,13 +148,13 @@ class Trainer:
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
 
-    def _feed_sampler(self, labels: torch.Tensor) -> None:
-        """Hard class mining learns which whales look alike from the embeddings of every rank's batch."""
+    def _feed_sampler(self) -> None:
+        """Hard class mining learns which whales look alike from the (whole, gathered) batch's embeddings."""
         sampler = self.loader.batch_sampler
         if not getattr(sampler, "hard", False):
             return
-        embeddings = self.dist.gather(F.normalize(self.model_with_loss.last_embeddings, dim=1).cpu())
-        sampler.update_bank(embeddings.numpy(), self.dist.gather(labels.cpu()).numpy())
+        embeddings = F.normalize(self.model_with_loss.last_embeddings, dim=1).cpu()
+        sampler.update_bank(embeddings.numpy(), self.model_with_loss.last_labels.cpu().numpy())
 
     def _step(self, images: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)
