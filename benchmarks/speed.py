@@ -8,7 +8,7 @@ knn       the whole kNN stage (search, one score per whale, threshold, top five)
           gallery x 512-d clustered embeddings with the humpback label distribution, / raw faiss flat
           search (goal <= 1.3); and its speed-up over a straightforward per-query Python loop.
 ivf       an IVF index at 1M x 512: recall of the exact top five, and search speed-up over flat.
-scale     a synthetic Kaggle-sized set (25,361 train + 7,960 test JPEGs of 1050x700, real label
+scale     a synthetic Kaggle-sized set (the real label file's 25,360 train + 7,960 test JPEGs of 1050x700, real label
           distribution) through preprocess: wall time (goal <= 10 min) and peak memory (goal <= 4 GiB).
 crop      MAP@5 on nyala of the default recipe with and without the automatic crop, same budget.
 """
@@ -44,7 +44,7 @@ def humpback_labels(n: int | None = None, seed: int = 0) -> np.ndarray:
         ids = pd.read_csv(LABELS)["Id"].to_numpy()
     else:
         rng = np.random.default_rng(seed)
-        ids = np.array([f"w_{int(x)}" for x in rng.zipf(1.6, size=25361) % 5004], dtype=object)
+        ids = np.array([f"w_{int(x)}" for x in rng.zipf(1.6, size=25360) % 5004], dtype=object)
     return ids if n is None else ids[:n]
 
 
