@@ -117,3 +117,16 @@ def test_auto_box_finds_a_dark_subject_on_sea():
     x0, y0, x1, y1 = box
     assert 160 <= x0 <= 185 and 275 <= x1 <= 300 and 35 <= y0 <= 52 and 98 <= y1 <= 115, box
     assert auto_box(Image.fromarray(np.full((50, 80, 3), 128, np.uint8))) is None  # nothing stands out
+
+
+def test_submission_uses_train_test_duplicates_only_when_asked(dup_data, tmp_path):
+    from pipeline.data.cache import ImageCache
+    from pipeline.stages.submit import answer_duplicates
+
+    work = tmp_path / "work"
+    assert main(["preprocess", "--data", str(dup_data), "--work", str(work), "--set",
+                 "duplicates.merge_ids=true"]) == 0
+    labels = [["new_whale", "w_1", "w_2", "w_4", "w_5"], ["w_1", "new_whale", "w_2", "w_4", "w_5"]]
+    out = answer_duplicates(ImageCache.open(work), ["t.jpg", "u.jpg"], labels)
+    # t.jpg is c.jpg's duplicate (w_3): w_3 first, the rest shifted; u.jpg has no duplicate.
+    assert out == [["w_3", "new_whale", "w_1", "w_2", "w_4"], labels[1]]

@@ -32,20 +32,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> str:
     folder = prediction_dir(args.work, args.name)
+    duplicates = stage_config(args)["duplicates"]
     stamp = Stamp(args.work, f"submit-{Path(args.out).resolve()}",
                   fingerprint([folder / "test.parquet", folder / "threshold.json", args.folds_file,
                                cache_dir(args.work) / "manifest.parquet", cache_dir(args.work) / "duplicates.csv"],
-                              [args.name, args.threshold, stage_config(args)["duplicates"]]), [args.out])
+                              [args.name, args.threshold, duplicates]), [args.out])
     if stamp.up_to_date(args.force):
         print(f"Submission: {args.out}")
         return args.out
     preds = Predictions.read(folder)
-    test_names = ImageCache.open(args.work).split(C.TEST)[C.IMAGE].tolist()  # sample_submission's order
+    cache = ImageCache.open(args.work)
+    test_names = cache.split(C.TEST)[C.IMAGE].tolist()  # sample_submission's order
     threshold = preds.threshold["threshold"] if args.threshold is None else args.threshold
     ids, vals = top_whales(preds.test, test_names)
     labels = predict(ids, vals, threshold, fallback_whales(read_folds(args.folds_file)))
-    if stage_config(args)["duplicates"]["use_in_submission"]:
-        labels = answer_duplicates(args.work, test_names, labels)
+    if duplicates["use_in_submission"]:
+        labels = answer_duplicates(cache, test_names, labels)
     submission = pd.DataFrame({C.IMAGE: test_names, C.ID: [" ".join(x) for x in labels]})
     check_submission(submission, test_names, args.out)
     write_csv(args.out, submission)
@@ -57,11 +59,10 @@ def run(args: argparse.Namespace) -> str:
     return args.out
 
 
-def answer_duplicates(work, test_names, labels):
+def answer_duplicates(cache: ImageCache, test_names, labels):
     """Opt-in (duplicates.use_in_submission): a test photo with a near-identical known-whale train photo
     gets that whale first. Ids come from the manifest, so merged ids are used when merging is on."""
-    cache = ImageCache.open(work)
-    pairs = pd.read_csv(cache_dir(work) / "duplicates.csv", dtype=str, keep_default_na=False)
+    pairs = pd.read_csv(cache.folder / "duplicates.csv", dtype=str, keep_default_na=False)
     pairs["distance"] = pairs["distance"].astype(int)
     ids = cache.manifest.set_index(C.IMAGE)[C.ID]
     pairs["id_a"] = ids.reindex(pairs["image_a"]).to_numpy()
