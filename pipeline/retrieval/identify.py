@@ -96,7 +96,7 @@ class Identifier:
         from pipeline.data.images import UnreadableImage, load_rgb
 
         try:
-            return load_rgb(Path(path), self.image_size, auto_crop=bool(self.auto_crop))[0]
+            return load_rgb(Path(path), self.image_size, auto_crop=self.auto_crop)[0]
         except UnreadableImage as e:
             raise PipelineError(str(e), path) from None
         except FileNotFoundError:

@@ -36,7 +36,7 @@ def fold_scores(folder: Path, folds: pd.DataFrame, fold: int, test_names, cfg: d
     known = (folds[C.ID] != C.NEW_WHALE).to_numpy()
     gallery = known & (folds[C.FOLD] != fold).to_numpy()
     queries = (folds[C.FOLD] == fold).to_numpy()
-    options = {"kind": k["index"], "nlist": k["nlist"], "nprobe": k["nprobe"]} if k["index"] != "flat" else {}
+    options = {"kind": k["index"], "nlist": k["nlist"], "nprobe": k["nprobe"]}  # flat ignores nlist/nprobe
     sims, idx = search(train_vectors[gallery], train_vectors[queries], k["neighbours"], **options)
     oof = whale_scores(sims, idx, folds[C.ID].to_numpy()[gallery], folds[C.IMAGE].to_numpy()[queries], k["keep_top"])
     oof[C.FOLD] = fold

@@ -16,6 +16,12 @@ import torch
 import torch.distributed as dist
 
 
+def _all_gather(tensor: torch.Tensor, world: int) -> torch.Tensor:
+    parts = [torch.empty_like(tensor) for _ in range(world)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
 @dataclass(frozen=True)
 class DistInfo:
     rank: int = 0
@@ -39,11 +45,7 @@ class DistInfo:
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Every rank's tensor concatenated in rank order (same shape on every rank)."""
-        if not self.enabled:
-            return tensor
-        parts = [torch.empty_like(tensor) for _ in range(self.world)]
-        dist.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts)
+        return _all_gather(tensor, self.world) if self.enabled else tensor
 
     def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
         """Rank 0's tensor on every rank."""
@@ -68,9 +70,7 @@ class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tensor: torch.Tensor, world: int, rank: int) -> torch.Tensor:
         ctx.rank, ctx.rows = rank, tensor.shape[0]
-        parts = [torch.empty_like(tensor) for _ in range(world)]
-        dist.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts)
+        return _all_gather(tensor, world)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
