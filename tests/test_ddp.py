@@ -1,5 +1,6 @@
 """DDP on the CPU: torchrun with two gloo processes against one process with the same global batch."""
 import os
+import re
 import subprocess
 import sys
 
@@ -14,10 +15,6 @@ SETS = ["preprocess.image_size=[32,64]", "folds.n_folds=3", "sampler.classes_per
         "sampler.photos_per_class=2", "train.epochs=3", "train.warmup_epochs=0",
         "model.backbone=test_convnext", "model.neck_norm=layer"]
 
-
-
-
-
 # Plain, and with the samplers whose state is learned during training (ranks must agree on it).
 @pytest.mark.parametrize("extra", [[], ["loss.name=triplet", "sampler.hard_classes=true"],
                                    ["loss.name=triplet", "divide.clusters=2", "divide.every_epochs=1"]],
@@ -29,7 +26,8 @@ def test_two_processes_match_one(tiny_synth, tmp_path, extra):
     assert main(train_argv(tmp_path / "one", folds_file, sets)) == 0
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    run = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "pipeline",
+    # Every collective of ours checks its tensors' device against the backend's (tests/collective_check.py).
+    run = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "tests.collective_check",
                           *train_argv(tmp_path / "two", folds_file, sets)],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -41,7 +39,68 @@ def test_two_processes_match_one(tiny_synth, tmp_path, extra):
     # Equal halves of every batch: the mean of the two ranks' losses is the whole batch's loss, and the
     # averaged gradients are the whole batch's gradient; only float summation order differs.
     assert (abs(one["loss"] - two["loss"]) / one["loss"]).max() < 1e-3, (one["loss"], two["loss"])
+    # Both ranks ran the device checks on every collective: the loss's gather, the stop vote, the mean.
+    checked = re.findall(r"collectives checked: \{[^}]*\}", run.stderr)  # one per rank (lines may interleave)
+    assert len(checked) == 2 and all("all_gather" in c and "all_reduce" in c for c in checked), checked
+    if "divide.clusters=2" in extra:
+        assert all("broadcast" in c for c in checked)
     # Only rank 0 writes: its hooks log each epoch once, and nothing but its files is there.
     assert run.stderr.count("epoch 3: loss") == 1
     written = sorted(p.name for p in (tmp_path / "two" / "models" / "test_arcface" / "fold0").iterdir())
     assert written == ["config.yaml", "final.pt", "last.pt", "log.csv"]
+
+
+def test_every_collective_uses_the_backends_device_when_the_backend_is_nccl(monkeypatch):
+    """Without a GPU: each collective call site of the pipeline, told the backend is NCCL, must hand its
+    tensors to the device NCCL requires. The meta device stands in for the rank's GPU (tensors there
+    have shapes but no data), so the calls are checked, then skipped."""
+    import contextlib
+
+    import numpy as np
+    import torch
+
+    from pipeline.training import distributed
+    from tests import collective_check
+
+    assert distributed.backend_device("nccl", 1) == torch.device("cuda", 1)
+    assert distributed.backend_device("gloo", 1) == torch.device("cpu")
+    gpu = torch.device("meta")
+    monkeypatch.setattr(distributed, "backend_device", lambda backend, rank: gpu if backend == "nccl" else torch.device("cpu"))
+    originals = collective_check.require(lambda: gpu, replace=lambda name: lambda *a, **k: None)
+    try:
+        info = distributed.DistInfo(rank=0, world=2, local_rank=0, backend="nccl")
+        collective_check.counts.clear()
+        for call in (lambda: info.mean(1.0), lambda: info.any(True), lambda: info.gather(torch.zeros(3)),
+                     lambda: info.broadcast(torch.zeros(3)), lambda: info.broadcast_array(np.zeros(4, np.int64))):
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # reading a meta tensor's value
+                call()
+        embeddings = torch.zeros(4, 8, device=gpu, requires_grad=True)  # the model's output, on the GPU
+        distributed.gather_with_grad(embeddings, info).sum().backward()
+        assert collective_check.counts == {"all_reduce": 3, "all_gather": 2, "broadcast": 2}, collective_check.counts
+    finally:
+        collective_check.restore(originals)
+
+
+def test_batch_norm_is_synchronised_across_gpus_only():
+    import torch
+
+    from pipeline.training.distributed import DistInfo, prepare_model
+
+    def net():
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                   torch.nn.BatchNorm1d(4))
+
+    synced = prepare_model(net(), DistInfo(rank=0, world=2, backend="nccl"))
+    assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules()) == 2
+    kept = prepare_model(net(), DistInfo(rank=0, world=2, backend="gloo"))
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in kept.modules())
+
+
+def test_only_the_distributed_module_calls_collectives():
+    """Every collective goes through training/distributed.py, which puts tensors on the backend's device."""
+    import re
+
+    calls = re.compile(r"(?<![.\w])dist\.(all_reduce|all_gather|broadcast|reduce|scatter|gather|all_to_all)\w*\(")
+    offenders = [str(p.relative_to(REPO)) for p in (REPO / "pipeline").rglob("*.py")
+                 if p.name != "distributed.py" and calls.search(p.read_text())]
+    assert offenders == []

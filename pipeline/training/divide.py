@@ -62,6 +62,6 @@ class Recluster(Hook):
         groups = cluster_classes(embeddings, labels, sampler.classes, self.clusters,
                                  seed=trainer.seed * 1000 + trainer.epoch)
         # Ranks must agree on the clusters; k-means on GPU embeddings may differ in the last bits.
-        sampler.groups = trainer.dist.broadcast(torch.from_numpy(groups)).numpy()
+        sampler.groups = trainer.dist.broadcast_array(groups)
         log.info("divide and conquer: epoch %d, whales per cluster %s", trainer.epoch,
                  np.bincount(sampler.groups, minlength=self.clusters).tolist())
