@@ -37,6 +37,20 @@ def write_layout(root: Path, train_rows, test_names, make_images=True):
     return root
 
 
+def bomb_png(side: int = 20000) -> bytes:
+    """A tiny PNG whose header claims side x side pixels (400 M by default): past Pillow's
+    decompression-bomb limit, so opening it must be refused rather than decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
 TINY_SETS = ["preprocess.image_size=[48,96]", "folds.n_folds=3", "train.epochs=8"]
 
 

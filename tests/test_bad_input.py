@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import main
-from tests.conftest import REPO, write_layout
+from tests.conftest import REPO, bomb_png, write_layout
 
 CONFIGS = str(REPO / "configs")
 ROWS = [(f"{i}.jpg", f"w_{i % 4}") for i in range(12)] + [("n.jpg", "new_whale")]
@@ -144,6 +144,8 @@ LAYOUT_CASES = {
     "photo missing on disk": (lambda d: (d / "train" / "3.jpg").unlink(), "train.csv, row 5: photo '3.jpg' is listed"),
     "not an image": (lambda d: (d / "train" / "2.jpg").write_text("hello"), "train.csv, row 4: photo"),
     "truncated JPEG": (lambda d: _truncate(d / "train" / "1.jpg"), "train.csv, row 3: photo"),
+    "decompression bomb": (lambda d: (d / "train" / "2.jpg").write_bytes(bomb_png()),
+                           "train.csv, row 4: photo"),
     "1x1 photo": (lambda d: _one_pixel(d / "train" / "0.jpg"), "train.csv, row 2: photo"),
     "test photo listed but missing": (lambda d: (d / "test" / "t.jpg").unlink(), "sample_submission.csv, row 2: photo 't.jpg'"),
     "sample_submission.csv missing": (lambda d: (d / "sample_submission.csv").unlink(),

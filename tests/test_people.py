@@ -37,6 +37,18 @@ def test_identify_unreadable_photo(trained_tiny, tmp_path, capsys):
     assert "bad.jpg: cannot decode image" in capsys.readouterr().err
 
 
+def test_identify_refuses_a_decompression_bomb_in_one_line(trained_tiny, tmp_path, capsys):
+    from tests.conftest import bomb_png
+
+    _, work = trained_tiny
+    bomb = tmp_path / "huge.png"
+    bomb.write_bytes(bomb_png())
+    assert main(["identify", str(bomb), "--work", str(work)]) == 2
+    err = capsys.readouterr().err
+    assert "huge.png: refused" in err and "Pillow's limit" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_report_has_every_section(trained_tiny):
     data, work = trained_tiny
     assert main(["report", "--work", str(work), "--folds-file", str(work / "folds.csv")]) == 0
@@ -72,13 +84,17 @@ def test_web_upload_shows_the_true_whale(client, trained_tiny):
 
 @pytest.mark.parametrize("payload, name, status, message", [
     (b"not an image", "x.jpg", 400, "could not be read as an image"),
+    ("bomb", "huge.png", 400, "exceeds limit"),
     (b"#!/bin/sh", "x.sh", 400, "is not a photo type"),
     (b"0" * 600_000, "big.jpg", 413, "larger than 0.5 MB"),
 ])
 def test_web_rejects_bad_uploads(client, payload, name, status, message):
     import io
 
+    from tests.conftest import bomb_png
+
     client, work = client
+    payload = bomb_png() if payload == "bomb" else payload
     response = client.post("/identify", data={"photo": (io.BytesIO(payload), name)},
                            content_type="multipart/form-data")
     assert response.status_code == status and message in response.text

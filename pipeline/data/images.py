@@ -44,6 +44,8 @@ def decode_photo(path: Path, size_hw: tuple[int, int], box=None, auto_crop: bool
             img = ImageOps.exif_transpose(img)
             img = _to_rgb(img)
             img.load()
+    except Image.DecompressionBombError as e:  # its header claims more pixels than Pillow will decode
+        raise UnreadableImage(f"refused: {e} (Pillow's limit, Image.MAX_IMAGE_PIXELS)") from None
     except (OSError, SyntaxError, ValueError) as e:  # PIL raises these for corrupt or truncated files
         raise UnreadableImage(f"cannot decode image: {e}") from None
     if width < 2 or height < 2:

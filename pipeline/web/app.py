@@ -58,9 +58,10 @@ def create_app(work: str | Path, models: list[str], threshold: float | None = No
         upload.save(path)
         try:
             photo = identifier.load_photo(path)
-        except PipelineError:
+        except PipelineError as e:
             path.unlink(missing_ok=True)
-            return page('<p class="error">That file could not be read as an image.</p>', 400)
+            reason = str(e).split(": ", 1)[-1]  # the reason, without our generated file name
+            return page(f'<p class="error">That file could not be read as an image: {html.escape(reason)}</p>', 400)
         result = identifier.identify([photo], [upload.filename])[0]
         cells = [f'<figure class="query"><img src="{jpeg_uri(photo, 110)}"><figcaption>your photo</figcaption></figure>']
         for rank, c in enumerate(result.candidates, 1):
