@@ -206,8 +206,8 @@ def make_dataset(out: str | Path, spec: SynthSpec = SynthSpec(), label_file: Pat
     rows = {C.TRAIN: [], C.TEST: []}
     iterator = jobs
     if progress:
-        from tqdm import tqdm
-        iterator = tqdm(jobs, desc="synth photos", unit="photo")
+        from pipeline.progress import track
+        iterator = track(jobs, len(jobs), "synth photos", unit="photo")
     for split, key, label, _ in iterator:
         if key not in flukes:
             flukes[key] = make_fluke(np.random.default_rng(rng.integers(2**63)))

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from pipeline import columns as C
 from pipeline.data.cache import cache_dir
@@ -22,6 +21,7 @@ from pipeline.data.crop import read_boxes
 from pipeline.data.duplicates import find_duplicates, merged_ids, duplicate_answers
 from pipeline.data.images import UnreadableImage, decode_photo
 from pipeline.errors import PipelineError
+from pipeline.progress import track
 from pipeline.io.atomic import atomic_path, write_csv, write_json, write_npy, write_parquet
 from pipeline.io.layout import read_layout
 from pipeline.io.stamp import Stamp, fingerprint
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> dict:
         pool = mp.get_context("fork").Pool(workers) if workers > 1 else None
         try:
             results = pool.imap_unordered(_decode, jobs, chunksize=16) if pool else map(_decode, jobs)
-            for index, d, error in tqdm(results, total=n, desc="preprocess", unit="photo"):
+            for index, d, error in track(results, n, "preprocess", unit="photo"):
                 if error is not None:
                     csv_path, row = sources[index]
                     raise PipelineError(f"photo {photos[index]}: {error}", csv_path, row)

@@ -61,15 +61,15 @@ class TimeBudget(Hook):
 
 
 class Progress(Hook):
+    """A bar on a terminal, a plain line now and then in a log file (pipeline/progress.py)."""
+
     def __init__(self, desc: str):
         self.desc, self.bar = desc, None
 
     def before_train(self, trainer) -> None:
-        from tqdm import tqdm
+        from pipeline.progress import Progress as Bar
 
-        self.bar = tqdm(total=trainer.epochs * trainer.steps_per_epoch, initial=trainer.step,
-                        desc=self.desc, unit="step")
-        self._started = time.time()
+        self.bar = Bar(trainer.epochs * trainer.steps_per_epoch, self.desc, unit="step", initial=trainer.step)
 
     def after_step(self, trainer) -> None:
         self.bar.update(1)
