@@ -10,6 +10,8 @@ PIPELINE ?= configs/pipeline.yaml
 FOLDS_FILE ?= folds/folds.csv
 SET ?=
 NPROC ?= 1
+# Which faiss build to install: gpu where an NVIDIA driver is found, else cpu (one of them, never both).
+FAISS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),gpu,cpu)
 
 VENV := .venv
 WHALE := $(VENV)/bin/whale
@@ -23,7 +25,7 @@ DEMO_DATA := $(DEMO_WORK)/data
 DEMO_ARGS := DATA=$(DEMO_DATA) WORK=$(DEMO_WORK) MODEL=demo_triplet PIPELINE=configs/demo.yaml \
              FOLDS_FILE=folds/demo.csv SUBMISSION=submissions/demo.csv
 
-.PHONY: install demo test test-slow bench bench-losses synth preprocess folds train embed knn single train-all \
+.PHONY: install demo test test-slow gpu-check bench bench-losses synth preprocess folds train embed knn single train-all \
         ensemble submit cv all clean report identify serve
 
 install: $(INSTALLED)
@@ -32,7 +34,7 @@ install: $(INSTALLED)
 $(INSTALLED): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet -e '.[dev,$(FAISS)]'
 	touch $@
 
 demo: install
@@ -48,6 +50,11 @@ test: install
 
 test-slow: install
 	$(VENV)/bin/pytest -q -m slow
+
+# On a CUDA machine: the demo chain on the GPU with AMP, faiss GPU vs CPU search, DDP over NCCL (2+ GPUs).
+# Elsewhere it says what it skipped and exits 0.
+gpu-check: install
+	$(PYTHON) -m pipeline.diagnostics.gpu_check
 
 # Speed and scale figures against their goals, then MAP@5 end to end on the real sets.
 bench: install

@@ -9,10 +9,15 @@ from __future__ import annotations
 import logging
 import math
 
-import faiss
 import numpy as np
 
 from pipeline.errors import PipelineError
+
+try:
+    import faiss
+except ImportError:  # neither extra installed
+    raise PipelineError("faiss is not installed: pip install -e '.[cpu]' (or '.[gpu]' on a CUDA machine)",
+                        "pyproject.toml") from None
 
 log = logging.getLogger(__name__)
 INDEX_KINDS = ("flat", "ivf", "hnsw")

@@ -1,0 +1,1 @@
+"""Checks of the machine a user runs on (make gpu-check)."""
