@@ -3,7 +3,9 @@
     python -m benchmarks.speed [--parts datapath knn ivf scale] [--model <recipe>]
 
 datapath  train images/s with augmentation / model-only forward+backward on random tensors (goal >= 0.85);
-          embed images/s / model-only forward (goal >= 0.90). Default recipe and image size.
+          embed images/s / model-only forward on the same photos, batches and dtype (goal >= 0.90).
+loader    the input pipeline alone, no network: images/s per core at the recipe's size and at 256x512
+          (goal >= 160 per core there: 2,500 on a 16-core GPU machine), and 1 -> 2 loader processes.
 knn       the whole kNN stage (search, one score per whale, threshold, top five) on 8,000 queries x 25,000
           gallery x 512-d clustered embeddings with the humpback label distribution, / raw faiss flat
           search (goal <= 1.3); and its speed-up over a straightforward per-query Python loop.
@@ -119,12 +121,18 @@ def datapath(model_name: str, steps: int = 12) -> None:
         model.eval()
         rows = np.arange(256)
 
+        # Like for like: the same photos, batch size, dtype (uint8 in, the model's InputAdapter converts)
+        # and normalisation, already stacked as tensors; embed adds only the cache read and the copies out.
+        from pipeline.data.transforms import to_tensor
+
+        size = int(cfg["embed"]["batch_size"])
+        stacked = [to_tensor(np.asarray(images[rows[s:s + size]])) for s in range(0, len(rows), size)]
+
         @torch.no_grad()
         def forward_only() -> float:
-            x = torch.randn(cfg["embed"]["batch_size"], 3, h, w)
             started = time.perf_counter()
-            for start in range(0, len(rows), len(x)):
-                model(x)
+            for x in stacked:
+                torch.nn.functional.normalize(model(x).float(), dim=1)
             return len(rows) / (time.perf_counter() - started)
 
         def embed(flip: bool) -> float:
@@ -142,6 +150,76 @@ def datapath(model_name: str, steps: int = 12) -> None:
         report("embed img/s / model-only forward", round(ratio, 3), ">= 0.90", ratio >= 0.90,
                f"({np.median(emb):.1f} vs {np.median(fwd):.1f} img/s; with flip TTA, which runs the network "
                f"twice by design: {np.median(emb_flip):.1f} img/s)")
+
+
+# --------------------------------------------------------------------------------------------- loader
+
+def _float_photos():
+    import torch
+
+    from pipeline.data.datasets import CachedPhotos
+
+    class FloatPhotos(CachedPhotos):
+        """Items as float32 normalised on the CPU, as the data path did before normalisation moved into
+        the network: the comparison for the uint8 path."""
+
+        def __getitem__(self, item):
+            image, label, group = super().__getitem__(item)
+            mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1) * 255
+            std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1) * 255
+            return (image.float() - mean) / std, label, group
+
+    return FloatPhotos
+
+
+def loader(model_name: str, n: int = 384, batches: int = 10) -> None:
+    """The input pipeline alone (cache read, augmentation, collation; no network): images/s per core at
+    the recipe's image size and at 256 x 512, with 0 (the main process), 1 and 2 loader processes."""
+    import torch
+
+    from pipeline.config import load_stage_config
+    from pipeline.data.datasets import CachedPhotos
+    from pipeline.data.samplers import PKBatchSampler
+    from pipeline.data.transforms import train_transform
+
+    FloatPhotos = _float_photos()
+    cfg = load_stage_config(CONFIGS, model_name)
+    p, k = cfg["sampler"]["classes_per_batch"], cfg["sampler"]["photos_per_class"]
+    labels = np.repeat(np.arange(n // k), k)
+    rng = np.random.default_rng(0)
+    torch.set_num_threads(1)
+    for h, w in (tuple(cfg["preprocess"]["image_size"]), (256, 512)):
+        with tempfile.TemporaryDirectory() as tmp:
+            np.save(Path(tmp) / "images.npy", rng.integers(0, 256, size=(n, h, w, 3), dtype=np.uint8))
+            images = np.load(Path(tmp) / "images.npy", mmap_mode="r")
+            rates = {}
+            for workers in (0, 1, 2):
+                sampler = PKBatchSampler(labels, p, k, seed=0, batches_per_epoch=batches + 2)
+                data = torch.utils.data.DataLoader(CachedPhotos(images, np.arange(n), labels,
+                                                                train_transform(cfg["augment"])),
+                                                   batch_sampler=sampler, num_workers=workers)
+                it = iter(data)
+                next(it), next(it)  # worker start-up outside the clock
+                started = time.perf_counter()
+                count = sum(len(x) for x, _, _ in it)
+                rates[workers] = count / (time.perf_counter() - started)
+            # Side by side: the same loader when items are float32, normalised on the CPU (the old path).
+            sampler = PKBatchSampler(labels, p, k, seed=0, batches_per_epoch=batches + 2)
+            data = torch.utils.data.DataLoader(FloatPhotos(images, np.arange(n), labels, train_transform(cfg["augment"])),
+                                               batch_sampler=sampler, num_workers=0)
+            it = iter(data)
+            next(it), next(it)
+            started = time.perf_counter()
+            float_rate = sum(len(x) for x, _, _ in it) / (time.perf_counter() - started)
+            per_core = max(rates[0], rates[1])  # one core's worth: the main process, or one worker
+            goal = ">= 160" if (h, w) == (256, 512) else "report"
+            report(f"data path img/s per core at {h}x{w}", round(per_core, 1), goal,
+                   per_core >= 160 if (h, w) == (256, 512) else None,
+                   f"(main process {rates[0]:.0f}, 1 worker {rates[1]:.0f}, 2 workers {rates[2]:.0f} img/s; "
+                   f"batch {p * k}, uint8 to the device; float32 normalised on the CPU: {float_rate:.0f} img/s "
+                   "in the main process)")
+            report(f"data path scaling 1 -> 2 loader processes at {h}x{w}", round(rates[2] / rates[1], 2),
+                   "report (2 cores here)", None)
 
 
 # ------------------------------------------------------------------------------------------------ knn
@@ -366,7 +444,7 @@ def crop(model: str, budget: float = 0.75, n_folds: int = 3) -> None:
            f"{budget} min x {n_folds} folds)")
 
 
-PARTS = {"datapath": datapath, "knn": knn, "ivf": ivf, "scale": scale, "crop": crop}
+PARTS = {"datapath": datapath, "loader": loader, "knn": knn, "ivf": ivf, "scale": scale, "crop": crop}
 
 
 def main() -> None:
@@ -376,7 +454,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     for part in args.parts:
-        if part in ("datapath", "crop"):
+        if part in ("datapath", "loader", "crop"):
             from pipeline.config import DEFAULT_MODEL
 
             PARTS[part](args.model or DEFAULT_MODEL)

@@ -49,9 +49,22 @@ DEFAULTS: dict[str, Any] = {
         "holdout_whale_share": 0.1,
     },
     "model": {
+        # Any timm model name, or an hf-hub address (e.g. hf-hub:BVRA/MegaDescriptor-T-224, online only).
         "backbone": "resnet18",
         "pretrained": False,  # true: timm downloads weights from its hub (online users)
-        "pretrained_path": None,  # a local weights file, for offline machines
+        # A local weights file (.pth, .bin or .safetensors) for offline machines; model.backbone then
+        # names its timm architecture (MegaDescriptor-L-384 is swin_large_patch4_window12_384).
+        "pretrained_path": None,
+        "backbone_args": {},  # passed to timm.create_model, e.g. {drop_path_rate: 0.1}
+        # The backbone's input [height, width]; null: a transformer's own (timm's pretrained config),
+        # a CNN takes the cache's size. Photos are resized to it on the device.
+        "input_size": None,
+        "mean": None,  # input normalisation; null: the backbone's own (timm's pretrained config)
+        "std": None,
+        # auto: GeM on a CNN's feature map, the backbone's own pooling elsewhere (ViT token, Swin,
+        # ConvNeXt's norm head); gem or backbone to force one (see models/net.py).
+        "pool": "auto",
+        "neck": True,  # false: the backbone's pooled features are the embedding (zero-shot)
         "embedding_dim": 256,
         "gem_p": 3.0,
         "dropout": 0.0,
@@ -160,13 +173,21 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+# Mappings whose keys are the user's (passed on to a library), not ours to check.
+FREE_MAPPINGS = {"model.backbone_args"}
+
+
 def deep_merge(base: dict, update: dict, source: str, prefix: str = "") -> dict:
     out = copy.deepcopy(base)
     for key, value in update.items():
         dotted = f"{prefix}{key}"
         if key not in base:
             raise PipelineError(f"unknown config key {dotted!r}", source)
-        if isinstance(base[key], dict):
+        if dotted in FREE_MAPPINGS:
+            if value is not None and not isinstance(value, dict):
+                raise PipelineError(f"config key {dotted!r} must be a mapping", source)
+            out[key] = {**out[key], **copy.deepcopy(value or {})}
+        elif isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise PipelineError(f"config key {dotted!r} must be a mapping", source)
             out[key] = deep_merge(base[key], value, source, dotted + ".")

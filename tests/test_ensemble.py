@@ -43,7 +43,7 @@ def test_ensemble_methods_table_and_submission(two_models, capsys, monkeypatch):
     import pipeline.ensemble.features as features
 
     work, configs, folds_file, sets = two_models
-    write_ensemble(configs, pseudo_labels="{enabled: true, min_score: 0.3}")
+    write_ensemble(configs, pseudo_labels="{enabled: true, min_score: 0.2}")
     seen = []  # (names, split) of every feature lookup, to prove fold k's classifier never sees fold k
     original = features.concatenated
 

@@ -5,10 +5,6 @@ import albumentations as A
 import numpy as np
 import torch
 
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255
-
-
 def train_transform(aug: dict) -> A.Compose:
     return A.Compose([
         A.Affine(scale=(0.85, 1.15), translate_percent=(-0.08, 0.08), rotate=(-10, 10), shear=(-5, 5),
@@ -22,7 +18,10 @@ def train_transform(aug: dict) -> A.Compose:
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 N x H x W x 3 (or H x W x 3) -> normalised float N x 3 x H x W."""
-    x = torch.from_numpy(np.array(images, dtype=np.float32))  # one copy; the cache itself is read-only
-    x = (x - torch.from_numpy(MEAN)) / torch.from_numpy(STD)
+    """uint8 N x H x W x 3 (or H x W x 3) -> uint8 N x 3 x H x W (or 3 x H x W).
+
+    Pixels stay uint8 until they reach the model's device: its InputAdapter converts, resizes and
+    normalises them there (models/net.py), so loader processes, collation and the copy to a GPU move a
+    quarter of the bytes of float32 and do no arithmetic."""
+    x = torch.from_numpy(np.require(images, np.uint8, ["C_CONTIGUOUS", "WRITEABLE"]))  # copies a read-only cache row
     return x.permute(0, 3, 1, 2) if x.ndim == 4 else x.permute(2, 0, 1)

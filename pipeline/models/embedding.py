@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from pipeline.data.transforms import to_tensor
+from pipeline.progress import Progress
 from pipeline.training.device import autocast
 
 
@@ -20,8 +20,8 @@ def embed_rows(model, images: np.ndarray, rows: np.ndarray, batch_size: int, fli
     (a mirrored fluke is another whale, so flipped-vs-unflipped is never compared)."""
     model.eval()
     out = []
-    for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", leave=False,
-                      disable=len(rows) <= batch_size):
+    progress = Progress(len(rows), desc, unit="photo", leave=False) if len(rows) > batch_size else None
+    for start in range(0, len(rows), batch_size):
         batch = to_tensor(np.asarray(images[rows[start:start + batch_size]])).to(device)
         with autocast(device, amp):
             e = F.normalize(model(batch).float(), dim=1)
@@ -29,6 +29,10 @@ def embed_rows(model, images: np.ndarray, rows: np.ndarray, batch_size: int, fli
                 e_flip = F.normalize(model(torch.flip(batch, dims=[3])).float(), dim=1)
                 e = torch.cat([e, e_flip], dim=1) / np.sqrt(2.0)
         out.append(e.cpu().numpy().astype(np.float32))
+        if progress is not None:
+            progress.update(len(batch))
+    if progress is not None:
+        progress.close()
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(out)

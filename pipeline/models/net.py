@@ -1,6 +1,23 @@
-"""A timm backbone, GeM pooling and a linear + batch-norm embedding neck."""
+"""The embedding network: any timm backbone, pooled as its own output layout requires, and an optional
+linear + norm embedding neck.
+
+    raw cache photo (uint8, N x 3 x H x W) -> InputAdapter (resize to the backbone's input size,
+    normalise with its mean/std) -> backbone.forward_features -> pooling -> [neck] -> embedding
+
+Pooling (`model.pool`): `gem` (generalised mean) needs an N x C x H x W map whose backbone head is a
+plain average (ResNet, EfficientNet, ...); `backbone` uses the backbone's own head up to its
+pre-logits (a ViT's class token and final norm, a Swin's channels-last average, a ConvNeXt's average
+and LayerNorm); `auto` (default) takes `gem` where it is a faithful generalisation of the backbone's
+head and `backbone` everywhere else. It is decided once, from one probe forward, and recorded.
+
+Everything needed to rebuild the network is its `spec` (plain values), saved in every checkpoint:
+`from_spec` never reads or downloads pretrained weights, so a trained model is self-sufficient.
+"""
 from __future__ import annotations
 
+import copy
+import logging
+import sys
 from pathlib import Path
 
 import timm
@@ -9,6 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+POOLS = ("auto", "gem", "backbone")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class GeM(nn.Module):
@@ -24,45 +46,214 @@ class GeM(nn.Module):
         return x.clamp(min=self.eps).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
 
 
-class EmbeddingNet(nn.Module):
-    def __init__(self, backbone: str, embedding_dim: int, pretrained: bool = False,
-                 pretrained_path: str | None = None, gem_p: float = 3.0, dropout: float = 0.0,
-                 neck_norm: str = "batch"):
+class InputAdapter(nn.Module):
+    """Cache pixels (uint8 or float on 0..255) to the backbone's own input: resized to `size` when it
+    is set and differs, then normalised with the backbone's mean and std. Runs on the model's device,
+    so the data loader only moves uint8 (a quarter of the bytes of float32)."""
+
+    def __init__(self, mean, std, size=None):
         super().__init__()
-        kwargs = {}
-        if pretrained_path:
-            if not Path(pretrained_path).is_file():
-                raise PipelineError("local weights file not found", pretrained_path)
-            # timm loads the file instead of fetching from its hub: works offline.
-            kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained_path)}
-            pretrained = True
+        self.size = None if size is None else (int(size[0]), int(size[1]))
+        mean, std = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+        # Not persistent: the spec holds them; old checkpoints then load unchanged.
+        self.register_buffer("scale", (1.0 / (255.0 * std)).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", (mean / std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        return x * self.scale - self.shift
+
+
+def default_cfg(backbone: str) -> dict:
+    """timm's pretrained config for a backbone name (architecture, input size, mean, std,
+    fixed_input_size, and an hf-hub model's own constructor arguments as `model_args`); {} when timm
+    has none. An hf-hub name reads the hub's config.json (online only)."""
+    if backbone.startswith("hf-hub:"):
+        from timm.models._hub import load_model_config_from_hf
+
         try:
-            self.backbone = timm.create_model(backbone, pretrained=pretrained, num_classes=0,
-                                              global_pool="", **kwargs)
-        except RuntimeError as e:  # timm raises RuntimeError for an unknown model name
-            raise PipelineError(f"{e}", "model.backbone") from None
-        self.pool = GeM(gem_p)
-        self.dropout = nn.Dropout(dropout)
-        self.neck = nn.Linear(self.backbone.num_features, embedding_dim)
-        # Batch norm is the usual neck; layer norm has no batch statistics, so DDP on the CPU (where
-        # SyncBatchNorm is unavailable) takes exactly the steps of a single process.
-        norms = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
-        if neck_norm not in norms:
-            raise PipelineError(f"unknown neck_norm {neck_norm!r}; use one of {', '.join(norms)}", "model.neck_norm")
-        self.bn = norms[neck_norm](embedding_dim)
-        self.embedding_dim = embedding_dim
+            pretrained_cfg, architecture, model_args = load_model_config_from_hf(backbone[len("hf-hub:"):])
+        except Exception as e:  # offline, or no such repository
+            raise PipelineError(f"cannot read {backbone}'s config ({type(e).__name__}); offline, set model.backbone "
+                                "to its timm architecture and model.pretrained_path to a downloaded weights file",
+                                "model.backbone") from None
+        return {**pretrained_cfg, "architecture": architecture, "model_args": dict(model_args or {})}
+    try:
+        cfg = timm.models.get_pretrained_cfg(backbone)
+    except Exception:  # an unknown name is reported by create_model, with timm's own message
+        return {}
+    return cfg.to_dict() if cfg is not None else {}
+
+
+def read_weights(path: Path, model: nn.Module) -> dict:
+    """A local weights file (.pth/.bin/.safetensors, timm's or the original layout) as the backbone's
+    state dict: read without unpickling (weights_only), passed through the architecture's own
+    conversion (timm's checkpoint_filter_fn), classifier weights dropped (the backbone is headless)."""
+    from timm.models import load_state_dict
+
+    try:
+        state = load_state_dict(str(path), weights_only=True)
+    except Exception as e:
+        raise PipelineError(f"cannot read weights ({type(e).__name__}: {str(e).splitlines()[0][:200]})", path) from None
+    convert = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if convert is not None:
+        state = convert(state, model)
+    own = model.state_dict()
+    return {k: v for k, v in state.items() if k in own or not _is_classifier(k, model)}
+
+
+def _is_classifier(key: str, model: nn.Module) -> bool:
+    names = model.pretrained_cfg.get("classifier") or ()
+    names = (names,) if isinstance(names, str) else tuple(names)
+    return any(key == n or key.startswith(n + ".") for n in names)
+
+
+class EmbeddingNet(nn.Module):
+    def __init__(self, spec: dict, backbone: nn.Module | None = None):
+        super().__init__()
+        self.spec = copy.deepcopy(spec)
+        self.input = InputAdapter(spec["mean"], spec["std"], spec["input_size"])
+        self.backbone = backbone if backbone is not None else create_backbone(spec, pretrained=False)
+        self.pool_kind = spec["pool"]
+        self.pool = GeM(float(spec["gem_p"])) if self.pool_kind == "gem" else None
+        self.dropout = nn.Dropout(float(spec["dropout"]))
+        if spec["neck"]:
+            self.neck = nn.Linear(int(spec["feature_dim"]), int(spec["embedding_dim"]))
+            # Batch norm is the usual neck; layer norm has no batch statistics, so DDP on the CPU (where
+            # SyncBatchNorm is unavailable) takes exactly the steps of a single process.
+            norms = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
+            if spec["neck_norm"] not in norms:
+                raise PipelineError(f"unknown neck_norm {spec['neck_norm']!r}; use one of {', '.join(norms)}",
+                                    "model.neck_norm")
+            self.bn = norms[spec["neck_norm"]](int(spec["embedding_dim"]))
+        else:  # zero-shot: the backbone's own pooled features are the embedding
+            self.neck, self.bn = nn.Identity(), nn.Identity()
+        self.embedding_dim = int(spec["embedding_dim"]) if spec["neck"] else int(spec["feature_dim"])
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "EmbeddingNet":
+        """The network of a checkpoint, with random weights: never reads pretrained weights."""
+        return cls(spec)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled features of cache photos (before dropout and neck)."""
+        features = self.backbone.forward_features(self.input(x))
+        if self.pool is not None:
+            return self.pool(features)
+        return self.backbone.forward_head(features, pre_logits=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw embedding (the losses normalise where they need to)."""
-        features = self.backbone.forward_features(x)
-        return self.bn(self.neck(self.dropout(self.pool(features))))
+        return self.bn(self.neck(self.dropout(self.pooled(x))))
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.forward(x).float(), dim=1)
 
 
-def build_model(cfg: dict) -> EmbeddingNet:
+def create_backbone(spec: dict, pretrained: bool | str = False) -> nn.Module:
+    """timm backbone without classifier; `pretrained`: False, True (timm's hub) or a local file path."""
+    name = spec["backbone"] if pretrained is True else spec["architecture"]
+    kwargs = dict(spec["backbone_args"])
+    if spec["img_size"] is not None:
+        kwargs["img_size"] = tuple(spec["img_size"])
+    try:
+        model = timm.create_model(name, pretrained=pretrained is True, num_classes=0, **kwargs)
+    except RuntimeError as e:  # timm raises RuntimeError for an unknown model name
+        raise PipelineError(f"{e}", "model.backbone") from None
+    except (TypeError, AssertionError, ValueError) as e:  # a backbone_args or img_size the model rejects
+        raise PipelineError(f"timm cannot build {name!r} with {kwargs}: {e}", "model.backbone_args") from None
+    except OSError as e:  # hub unreachable: offline machines load a local file instead
+        raise PipelineError(f"cannot fetch {name!r} ({str(e).splitlines()[0][:200]}); offline, set "
+                            "model.backbone to its timm architecture and model.pretrained_path to a "
+                            "downloaded weights file", "model.pretrained") from None
+    if isinstance(pretrained, str):
+        state = read_weights(Path(pretrained), model)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing:
+            raise PipelineError(f"{len(missing)} of {spec['architecture']}'s tensors are not in the file "
+                                f"(first: {missing[0]}); is it that architecture's weights?", pretrained)
+        if unexpected:
+            log.warning("%s: %d tensor(s) not used by %s (first: %s)", pretrained, len(unexpected),
+                        spec["architecture"], unexpected[0])
+    return model
+
+
+def resolve_spec(model_cfg: dict) -> dict:
+    """The network's spec from the `model` config section: timm's defaults for the architecture filled
+    in (input size, mean, std), everything plain values."""
+    m = model_cfg
+    if m["pool"] not in POOLS:
+        raise PipelineError(f"unknown pool {m['pool']!r}; use one of {', '.join(POOLS)}", "model.pool")
+    defaults = default_cfg(m["backbone"])
+    fixed = bool(defaults.get("fixed_input_size", False))
+    size = m["input_size"]
+    if size is None and fixed:
+        size = list(defaults["input_size"][1:])  # a transformer's own input size
+    return {
+        "backbone": m["backbone"],
+        # What from_spec builds: timm's architecture name, never a hub address.
+        "architecture": defaults.get("architecture") or m["backbone"],
+        "backbone_args": {**defaults.get("model_args", {}), **dict(m["backbone_args"] or {})},
+        # A transformer is built for its input size (timm resamples position embeddings to it).
+        "img_size": [int(v) for v in size] if size is not None and fixed else None,
+        "input_size": None if size is None else [int(v) for v in size],
+        "mean": [float(v) for v in (m["mean"] or defaults.get("mean") or IMAGENET_MEAN)],
+        "std": [float(v) for v in (m["std"] or defaults.get("std") or IMAGENET_STD)],
+        "pool": m["pool"], "gem_p": float(m["gem_p"]), "dropout": float(m["dropout"]),
+        "neck": bool(m["neck"]), "neck_norm": m["neck_norm"], "embedding_dim": int(m["embedding_dim"]),
+        "feature_dim": None,  # set by the probe
+    }
+
+
+@torch.no_grad()
+def _probe(backbone: nn.Module, spec: dict, cache_hw) -> tuple[str, int]:
+    """(pool, feature dim): GeM where the features are an N x C x H x W map whose backbone head is a
+    plain spatial mean (so GeM generalises it), else the backbone's own head."""
+    hw = spec["input_size"] or cache_hw or [64, 64]
+    was_training = backbone.training
+    backbone.eval()
+    noise = torch.rand(2, 3, *hw, generator=torch.Generator().manual_seed(0))  # leaves the global RNG alone
+    x = InputAdapter(spec["mean"], spec["std"])(noise * 255)
+    features = backbone.forward_features(x)
+    own = backbone.forward_head(features, pre_logits=True)
+    backbone.train(was_training)
+    plain_map = (features.ndim == 4 and features.shape[1] == own.shape[1]
+                 and torch.allclose(features.mean(dim=(2, 3)), own, atol=1e-5, rtol=1e-4))
+    if spec["pool"] == "gem" and not plain_map:
+        raise PipelineError(f"{spec['architecture']}'s features are {tuple(features.shape[1:])} with its own head "
+                            "on top; GeM needs a plain N x C x H x W map: use pool: auto or backbone", "model.pool")
+    pool = spec["pool"] if spec["pool"] != "auto" else ("gem" if plain_map else "backbone")
+    return pool, int(own.shape[1])
+
+
+def build_model(cfg: dict, cache_hw=None) -> EmbeddingNet:
+    """A new network for training (or zero-shot embedding): pretrained weights from timm's hub
+    (`model.pretrained`) or a local file (`model.pretrained_path`) when asked for."""
     m = cfg["model"]
-    return EmbeddingNet(m["backbone"], int(m["embedding_dim"]), bool(m["pretrained"]), m["pretrained_path"],
-                        float(m["gem_p"]), float(m["dropout"]), m["neck_norm"])
+    spec = resolve_spec(m)
+    if m["pretrained_path"]:
+        path = Path(m["pretrained_path"])
+        if not path.is_file():
+            raise PipelineError("local weights file not found", path)
+        backbone = create_backbone(spec, pretrained=str(path))
+    else:
+        backbone = create_backbone(spec, pretrained=bool(m["pretrained"]))
+    spec["pool"], spec["feature_dim"] = _probe(backbone, spec, cache_hw)
+    return EmbeddingNet(spec, backbone)
+
+
+def model_from_checkpoint(state: dict) -> EmbeddingNet:
+    """The trained network of a checkpoint (final.pt or last.pt): rebuilt from its spec, weights loaded;
+    pretrained weights are never read again."""
+    spec = state.get("network")
+    if spec is None:  # written before specs existed: GeM and ImageNet's normalisation, no pretrained read
+        cfg = copy.deepcopy(state["config"])
+        cfg["model"].update(pretrained=False, pretrained_path=None, pool="gem", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        net = build_model(cfg)
+    else:
+        net = EmbeddingNet.from_spec(spec)
+    net.load_state_dict(state["model"])
+    return net

@@ -49,7 +49,7 @@ class _FoldModel:
 
 class Identifier:
     def __init__(self, work: str | Path, models: list[str], threshold: float | None = None, photos_per_whale: int = 3):
-        from pipeline.models import build_model
+        from pipeline.models.net import model_from_checkpoint
         from pipeline.retrieval.predictions import fallback_whales
         from pipeline.training.checkpoint import load_checkpoint
         from pipeline.training.device import pick_device
@@ -72,9 +72,7 @@ class Identifier:
                                     self.work / "models" / name)
             for fold in folds:
                 state = load_checkpoint(model_dir(work, name, fold) / "final.pt")
-                net = build_model(state["config"]).to(self.device)
-                net.load_state_dict(state["model"])
-                net.eval()
+                net = model_from_checkpoint(state).to(self.device).eval()
                 vectors = load_embeddings(embedding_dir(work, name, fold), known[C.IMAGE], C.TRAIN)
                 self.fold_models.append(_FoldModel(name, net, vectors, known[C.IMAGE].to_numpy(),
                                                    known[C.ID].to_numpy(), bool(state["config"]["embed"]["flip_tta"])))

@@ -13,7 +13,7 @@ from pipeline.data.cache import ImageCache, cache_dir
 from pipeline.io.stamp import Stamp, fingerprint
 from pipeline.errors import PipelineError
 from pipeline.io.atomic import write_csv, write_npy
-from pipeline.models import build_model
+from pipeline.models.net import model_from_checkpoint
 from pipeline.models.embedding import embed_rows
 from pipeline.stages.common import (add_common, add_folds, embedding_dir, folds_with, model_dir, parse_folds,
                                    stage_config)
@@ -44,10 +44,7 @@ def run(args: argparse.Namespace) -> None:
                       [out / "train.npy", out / "test.npy", out / "index.csv"])
         if stamp.up_to_date(args.force):
             continue
-        state = load_checkpoint(weights)
-        model_cfg = state["config"]
-        model = build_model(model_cfg).to(device)
-        model.load_state_dict(state["model"])
+        model = model_from_checkpoint(load_checkpoint(weights)).to(device)
         e = cfg["embed"]
         index = []
         for split in (C.TRAIN, C.TEST):

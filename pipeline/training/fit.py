@@ -19,9 +19,10 @@ from pipeline.errors import PipelineError
 from pipeline.io.atomic import write_yaml
 from pipeline.losses import build_loss
 from pipeline.models import build_model
+from pipeline.models.net import model_from_checkpoint
 from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.training.divide import Recluster
-from pipeline.training.distributed import cleanup, device_for, setup
+from pipeline.training.distributed import cleanup, device_for, prepare_model, setup
 from pipeline.training.hooks import Checkpoint, EpochLog, Progress, StepDelay, TimeBudget
 from pipeline.training.loop import Trainer
 
@@ -64,7 +65,16 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
     seed = int(cfg["seed"]) + (fold or 0)
     torch.manual_seed(seed)
     device = device_for(dist)
-    model = build_model(cfg).to(device)
+    resume = last_path.exists() and not restart
+    state = load_checkpoint(last_path) if resume else None
+    if state is not None:
+        check_resumable(state["config"], cfg, last_path)
+    cache_hw = tuple(cache.images.shape[1:3])
+    if int(cfg["train"]["epochs"]) == 0:
+        return zero_shot(cfg, build_model(cfg, cache_hw), whales, fold, final_path, dist, device)
+    # A resumed run rebuilds its network from the checkpoint: the pretrained weights are not read again.
+    model = model_from_checkpoint(state) if state is not None and state.get("network") else build_model(cfg, cache_hw)
+    model = prepare_model(model, dist).to(device)
     loss = build_loss(cfg, num_classes, model.embedding_dim, class_counts).to(device)
     t = cfg["train"]
     optimizer = torch.optim.AdamW([
@@ -90,15 +100,14 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
                                                      Checkpoint(last_path)] if dist.is_main else []) + delay,
                       amp=bool(t["amp"]), grad_clip=t["grad_clip"], warmup_epochs=float(t["warmup_epochs"]),
                       time_budget_s=None if budget is None else float(budget) * 60, dist=dist)
-    if last_path.exists() and not restart:
-        state = load_checkpoint(last_path)
-        check_resumable(state["config"], cfg, last_path)
+    if state is not None:
         trainer.restore(state)
         log.info("resuming %s at epoch %d (%.0fs already spent)", last_path, trainer.epoch, trainer.elapsed_before)
     if dist.is_main:
         write_yaml(out_dir / "config.yaml", cfg)
     trainer.run()
-    final = {"model": model.state_dict(), "config": cfg, "whales": whales, "fold": -1 if fold is None else fold,
+    final = {"model": model.state_dict(), "network": model.spec, "config": cfg, "whales": whales,
+             "fold": -1 if fold is None else fold,
              "epochs": trainer.epoch, "steps": trainer.step, "elapsed": trainer.elapsed(),
              "history": trainer.history}
     if dist.is_main:
@@ -107,6 +116,20 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
     return {"fold": fold, "epochs": trainer.epoch, "steps": trainer.step, "seconds": round(trainer.elapsed(), 1),
             "final_loss": trainer.history[-1]["loss"] if trainer.history else None, "whales": len(whales),
             "photos": len(rows), "device": str(device), "processes": dist.world}
+
+
+def zero_shot(cfg: dict, model, whales: list[str], fold: int | None, final_path: Path, dist, device) -> dict:
+    """train.epochs: 0 writes the (pretrained) network as it is: embed, knn, ensemble and identify then
+    treat it like any trained model (what wildlife-tools users do with MegaDescriptor)."""
+    if dist.is_main:
+        save_checkpoint(final_path, {"model": model.state_dict(), "network": model.spec, "config": cfg,
+                                     "whales": whales, "fold": -1 if fold is None else fold, "epochs": 0,
+                                     "steps": 0, "elapsed": 0.0, "history": []})
+        write_yaml(final_path.parent / "config.yaml", cfg)
+        log.info("fold %s: train.epochs is 0, so the network is saved untrained (zero-shot) as %s", fold, final_path)
+    cleanup(dist)
+    return {"fold": fold, "epochs": 0, "steps": 0, "seconds": 0.0, "final_loss": None, "whales": len(whales),
+            "photos": 0, "device": str(device), "processes": dist.world}
 
 
 def check_resumable(saved: dict, current: dict, path: Path) -> None:

@@ -181,7 +181,7 @@ class Trainer:
             "model": self.model.state_dict(), "loss": self.loss.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
             "epoch": self.epoch, "step": self.step, "elapsed": self.elapsed(), "history": self.history,
-            "config": self.config, "sampler": self._sampler_state(),
+            "config": self.config, "sampler": self._sampler_state(), "network": getattr(self.model, "spec", None),
         }
 
     def _sampler_state(self) -> dict:
