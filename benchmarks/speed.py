@@ -6,6 +6,7 @@ datapath  train images/s with augmentation / model-only forward+backward on rand
           embed images/s / model-only forward on the same photos, batches and dtype (goal >= 0.90).
 loader    the input pipeline alone, no network: images/s per core at the recipe's size and at 256x512
           (goal >= 160 per core there: 2,500 on a 16-core GPU machine), and 1 -> 2 loader processes.
+backbones seconds per training step and per embed batch for test_resnet, test_vit and a small Swin.
 knn       the whole kNN stage (search, one score per whale, threshold, top five) on 8,000 queries x 25,000
           gallery x 512-d clustered embeddings with the humpback label distribution, / raw faiss flat
           search (goal <= 1.3); and its speed-up over a straightforward per-query Python loop.
@@ -220,6 +221,65 @@ def loader(model_name: str, n: int = 384, batches: int = 10) -> None:
                    "in the main process)")
             report(f"data path scaling 1 -> 2 loader processes at {h}x{w}", round(rates[2] / rates[1], 2),
                    "report (2 cores here)", None)
+
+
+# ------------------------------------------------------------------------------------------ backbones
+
+BACKBONES = {  # name -> config overrides; the Swin is MegaDescriptor's family at a CPU-test size
+    "test_resnet": ["model.backbone=test_resnet"],
+    "test_vit": ["model.backbone=test_vit"],
+    "swin (tiny test size)": ["model.backbone=swin_tiny_patch4_window7_224",
+                              "model.backbone_args={embed_dim: 16, depths: [1, 1, 1, 1], num_heads: [1, 1, 1, 1]}"],
+}
+
+
+def backbones(model_name: str, repeats: int = 5) -> None:
+    """Seconds per training step (forward, loss, backward, optimiser; batch P x K) and per embed batch
+    (flip TTA) for a CNN, a ViT and a Swin, each at its own input size, median of `repeats`."""
+    import torch
+
+    from pipeline.config import load_stage_config
+    from pipeline.losses import build_loss
+    from pipeline.models import build_model
+    from pipeline.models.embedding import embed_rows
+
+    rng = np.random.default_rng(0)
+    for name, sets in BACKBONES.items():
+        cfg = load_stage_config(CONFIGS, model_name, sets)
+        h, w = cfg["preprocess"]["image_size"]
+        batch = cfg["sampler"]["classes_per_batch"] * cfg["sampler"]["photos_per_class"]
+        torch.manual_seed(0)
+        model = build_model(cfg, (h, w))
+        labels = torch.from_numpy(np.repeat(np.arange(batch // 4), 4))
+        loss = build_loss(cfg, batch // 4, model.embedding_dim)
+        opt = torch.optim.AdamW(list(model.parameters()) + list(loss.parameters()), lr=1e-4)
+        x = torch.from_numpy(rng.integers(0, 256, size=(batch, 3, h, w), dtype=np.uint8))
+        images = rng.integers(0, 256, size=(int(cfg["embed"]["batch_size"]), h, w, 3), dtype=np.uint8)
+
+        def step() -> float:
+            started = time.perf_counter()
+            opt.zero_grad()
+            value = loss(model(x), labels)
+            value.backward()
+            opt.step()
+            return time.perf_counter() - started
+
+        def embed() -> float:
+            started = time.perf_counter()
+            embed_rows(model, images, np.arange(len(images)), len(images), True, torch.device("cpu"))
+            return time.perf_counter() - started
+
+        model.train()
+        step()
+        steps = [step() for _ in range(repeats)]
+        embed()
+        embeds = [embed() for _ in range(repeats)]
+        size = model.spec["input_size"] or [h, w]
+        report(f"{name}: seconds per training step", round(float(np.median(steps)), 3), "report", None,
+               f"(batch {batch}, input {size[0]}x{size[1]}, {sum(p.numel() for p in model.parameters()):,} "
+               f"parameters, pool {model.spec['pool']})")
+        report(f"{name}: seconds per embed batch", round(float(np.median(embeds)), 3), "report", None,
+               f"(batch {len(images)} with flip TTA)")
 
 
 # ------------------------------------------------------------------------------------------------ knn
@@ -444,7 +504,7 @@ def crop(model: str, budget: float = 0.75, n_folds: int = 3) -> None:
            f"{budget} min x {n_folds} folds)")
 
 
-PARTS = {"datapath": datapath, "loader": loader, "knn": knn, "ivf": ivf, "scale": scale, "crop": crop}
+PARTS = {"datapath": datapath, "loader": loader, "backbones": backbones, "knn": knn, "ivf": ivf, "scale": scale, "crop": crop}
 
 
 def main() -> None:
@@ -454,7 +514,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     for part in args.parts:
-        if part in ("datapath", "loader", "crop"):
+        if part in ("datapath", "loader", "backbones", "crop"):
             from pipeline.config import DEFAULT_MODEL
 
             PARTS[part](args.model or DEFAULT_MODEL)

@@ -4,12 +4,14 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
+
 
 import pytest
 import torch
 
 from tests.conftest import REPO
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 
 def test_each_install_gets_exactly_one_faiss_build():
