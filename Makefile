@@ -7,7 +7,8 @@ FOLDS ?= all
 BUDGET ?=
 SUBMISSION ?= submissions/submission.csv
 PIPELINE ?= configs/pipeline.yaml
-FOLDS_FILE ?= folds/folds.csv
+# Empty: folds/<data set>-<hash>.csv for the data cached in WORK (two data sets never share one).
+FOLDS_FILE ?=
 SET ?=
 NPROC ?= 1
 # Which faiss build to install: gpu where an NVIDIA driver is found, else cpu (one of them, never both).
@@ -17,8 +18,9 @@ VENV := .venv
 WHALE := $(VENV)/bin/whale
 PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+FOLDS_ARG = $(if $(FOLDS_FILE),--folds-file $(FOLDS_FILE))
 COMMON = --work $(WORK) --pipeline $(PIPELINE) $(foreach s,$(SET),--set $(s))
-MODEL_ARGS = $(COMMON) --model $(MODEL) --folds-file $(FOLDS_FILE)
+MODEL_ARGS = $(COMMON) --model $(MODEL) $(FOLDS_ARG)
 
 DEMO_WORK := work/demo
 DEMO_DATA := $(DEMO_WORK)/data
@@ -72,7 +74,7 @@ preprocess: install
 	$(WHALE) preprocess --data $(DATA) $(COMMON)
 
 folds: install
-	$(WHALE) folds $(COMMON) --folds-file $(FOLDS_FILE)
+	$(WHALE) folds $(COMMON) $(FOLDS_ARG)
 
 # NPROC=2 (or more) trains under torchrun with DDP: NCCL on GPUs, gloo on the CPU.
 TRAIN_CMD = $(if $(filter 1,$(NPROC)),$(WHALE),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m pipeline)
@@ -88,7 +90,7 @@ knn: install
 
 # One model's predictions passed through as the ensemble (what `make all` uses).
 single: install
-	$(WHALE) ensemble $(COMMON) --model $(MODEL) --folds-file $(FOLDS_FILE)
+	$(WHALE) ensemble $(COMMON) --model $(MODEL) $(FOLDS_ARG)
 
 # Every model in configs/ensemble.yaml: train, embed and knn, each within BUDGET minutes per fold.
 train-all: install
@@ -97,19 +99,19 @@ train-all: install
 
 # The models of configs/ensemble.yaml combined by every method it lists; prints the CV table, then submits.
 ensemble: install
-	$(WHALE) ensemble $(COMMON) --folds-file $(FOLDS_FILE)
-	$(WHALE) submit $(COMMON) --folds-file $(FOLDS_FILE) --out $(SUBMISSION)
+	$(WHALE) ensemble $(COMMON) $(FOLDS_ARG)
+	$(WHALE) submit $(COMMON) $(FOLDS_ARG) --out $(SUBMISSION)
 
 submit: install
-	$(WHALE) submit $(COMMON) --folds-file $(FOLDS_FILE) --out $(SUBMISSION)
+	$(WHALE) submit $(COMMON) $(FOLDS_ARG) --out $(SUBMISSION)
 
 cv: install
-	$(WHALE) cv $(COMMON) --folds-file $(FOLDS_FILE)
+	$(WHALE) cv $(COMMON) $(FOLDS_ARG)
 
 all: preprocess folds train embed knn single submit cv
 
 report: install
-	$(WHALE) report --work $(WORK) --folds-file $(FOLDS_FILE)
+	$(WHALE) report $(COMMON) $(FOLDS_ARG)
 
 identify: install
 	$(WHALE) identify --work $(WORK) $(PHOTOS)

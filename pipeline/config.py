@@ -140,6 +140,19 @@ DEFAULTS: dict[str, Any] = {
         "index": "flat",
         "nlist": None,  # ivf: k-means cells; None = 4 * sqrt(gallery size)
         "nprobe": 16,  # ivf: cells searched per query
+        # max: a whale scores its best photo; centroid: the mean of its photos' embeddings (3rd place, 2019).
+        "aggregation": "max",
+        "photos_per_whale": 3,  # identify and the web page: best-matching gallery photos per candidate
+        # Post-processing (retrieval/rerank.py), off by default: database-side augmentation over dba_k
+        # neighbours, alpha query expansion over qe_k neighbours (weights similarity ** qe_alpha), and
+        # k-reciprocal re-ranking (Zhong et al. 2017) with its k1, k2 and lambda.
+        "dba_k": 0,
+        "qe_k": 0,
+        "qe_alpha": 3.0,
+        "rerank": "none",
+        "k1": 20,
+        "k2": 6,
+        "lambda": 0.3,
     },
     "threshold": {
         "grid": 201,  # candidate new_whale thresholds tried between the score extremes
@@ -171,6 +184,15 @@ DEFAULTS: dict[str, Any] = {
         },
     },
 }
+
+
+# What a trained model depends on: a change here retrains, a change elsewhere (knn, threshold,
+# ensemble, embed) leaves trained models alone.
+TRAINING_SECTIONS = ("seed", "preprocess", "folds", "model", "loss", "sampler", "divide", "augment", "train")
+
+
+def training_part(cfg: dict) -> dict:
+    return {k: cfg.get(k) for k in TRAINING_SECTIONS}
 
 
 # Mappings whose keys are the user's (passed on to a library), not ours to check.
@@ -237,10 +259,10 @@ def model_config_path(configs_dir: str | Path, model: str) -> Path:
     return path
 
 
-def load_stage_config(configs_dir: str | Path = "configs", model: str | None = None,
-                      overrides: Iterable[str] = (), pipeline: str | Path | None = None) -> dict:
-    """Defaults <- the pipeline file (default configs/pipeline.yaml, if present)
-    <- configs/models/<model>.yaml <- overrides."""
+def config_layers(configs_dir: str | Path = "configs", model: str | None = None,
+                  pipeline: str | Path | None = None) -> list[Path]:
+    """The files of one run's config, in order: the pipeline file (default configs/pipeline.yaml, if
+    present), configs/models/<model>.yaml, configs/ensemble.yaml (if present)."""
     paths: list[Path] = []
     if pipeline is not None:
         paths.append(Path(pipeline))
@@ -248,7 +270,16 @@ def load_stage_config(configs_dir: str | Path = "configs", model: str | None = N
         paths.append(Path(configs_dir) / "pipeline.yaml")
     if model:
         paths.append(model_config_path(configs_dir, model))
-    cfg = load_config(paths, overrides)
+    if (Path(configs_dir) / "ensemble.yaml").is_file():
+        paths.append(Path(configs_dir) / "ensemble.yaml")
+    return paths
+
+
+def load_stage_config(configs_dir: str | Path = "configs", model: str | None = None,
+                      overrides: Iterable[str] = (), pipeline: str | Path | None = None) -> dict:
+    """The one resolved config of a run: DEFAULTS <- config_layers(...) <- command-line overrides.
+    Every stage (and identify, serve, report) resolves it the same way and saves it with its outputs."""
+    cfg = load_config(config_layers(configs_dir, model, pipeline), overrides)
     if model:
         cfg["name"] = model
     return cfg

@@ -11,7 +11,7 @@ from pipeline import columns as C
 from pipeline.cli import main
 from pipeline.ensemble.features import mirrored
 from pipeline.retrieval.threshold import share_threshold
-from pipeline.stages.folds import read_folds
+from pipeline.data.folds import read_folds
 from tests.conftest import REPO, TINY_SETS
 
 
@@ -65,7 +65,7 @@ def test_ensemble_methods_table_and_submission(two_models, capsys, monkeypatch):
     report = json.loads((work / "reports" / "ensemble.json").read_text())
     assert report["chosen"] in ("fusion", "classifier", "blend")
     assert report["scores"][report["chosen"]] == max(report["scores"].values())
-    assert report["pseudo_labels"]["added"] > 0 and 0 <= report["pseudo_labels"]["precision_vs_solution"] <= 1
+    assert sum(report["pseudo_labels"]["added_per_fold"].values()) > 0 and 0 <= report["pseudo_labels"]["precision_vs_solution"] <= 1
     classifier_oof = pd.read_parquet(work / "predictions" / "ensemble_classifier" / "oof.parquet")
     # Out of fold: each fold's rows are exactly that fold's validation photos.
     for fold, part in classifier_oof.groupby(C.FOLD):

@@ -16,7 +16,7 @@ RECIPES = sorted(p.stem for p in (REPO / "configs" / "models").glob("*.yaml"))
 def prepared(tiny_synth, tmp_path_factory):
     from pipeline.cli import main
     from pipeline.data.cache import ImageCache
-    from pipeline.stages.folds import read_folds
+    from pipeline.data.folds import read_folds
 
     work = tmp_path_factory.mktemp("recipes")
     sets = ["--set", "preprocess.image_size=[32,64]", "--set", "folds.n_folds=3"]
@@ -30,7 +30,7 @@ def test_recipe_trains_a_few_steps(recipe, prepared, tmp_path):
     text = (REPO / "configs" / "models" / f"{recipe}.yaml").read_text()
     assert text.startswith("# ") and len(text.split("\n", 1)[0]) > 30, "a recipe opens with when to use it"
     cfg = load_stage_config(REPO / "configs", recipe,
-                            ["model.backbone=test_resnet", "model.pretrained=false",
+                            ["model.backbone=test_resnet", "model.pretrained=false", "train.workers=0",
                              "preprocess.image_size=[32,64]", "train.epochs=1",
                              "folds.n_folds=3"])
     names = [t["name"] for t in cfg["loss"]["terms"]] if cfg["loss"]["name"] == "sum" else [cfg["loss"]["name"]]

@@ -5,7 +5,9 @@ import pytest
 from pipeline import columns as C
 from pipeline.metrics import map_at_5
 from pipeline.retrieval.index import check_embeddings, search
-from pipeline.retrieval.scores import fuse, whale_scores
+from pipeline.config import DEFAULTS
+from pipeline.retrieval.retriever import Gallery, Retriever
+from pipeline.retrieval.scores import fuse
 from pipeline.retrieval.threshold import map5_by_threshold, predict, top_whales, tune_threshold
 from pipeline.errors import PipelineError
 
@@ -15,18 +17,36 @@ def random_unit(rng, n, d):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_whale_scores_equal_brute_force_max_per_whale():
+def retriever(**knn):
+    return Retriever({**DEFAULTS["knn"], **knn})
+
+
+@pytest.mark.parametrize("aggregation", ["max", "centroid"])
+def test_retriever_scores_equal_brute_force_per_whale(aggregation):
     rng = np.random.default_rng(0)
     gallery, queries = random_unit(rng, 60, 8), random_unit(rng, 7, 8)
     ids = np.array([f"w_{i % 13}" for i in range(60)])
-    sims, idx = search(gallery, queries, 60)
-    table = whale_scores(sims, idx, ids, [f"q{i}" for i in range(7)], keep_top=50)
+    names = [f"q{i}" for i in range(7)]
+    result = retriever(neighbours=60, keep_top=50, aggregation=aggregation).search(
+        Gallery(gallery, ids, np.array([f"g{i}" for i in range(60)])), queries, names, photos=2)
     brute = queries @ gallery.T
     for q in range(7):
-        mine = table[table[C.IMAGE] == f"q{q}"]
-        expected = pd.Series(brute[q]).groupby(ids).max().sort_values(ascending=False)
+        mine = result.scores[result.scores[C.IMAGE] == f"q{q}"]
+        if aggregation == "max":
+            expected = pd.Series(brute[q]).groupby(ids).max().sort_values(ascending=False)
+        else:  # cosine to each whale's normalised mean embedding
+            means = pd.DataFrame(gallery).groupby(ids).mean()
+            means = means.div(np.linalg.norm(means.to_numpy(), axis=1), axis=0)
+            expected = pd.Series(means.to_numpy() @ queries[q], index=means.index).sort_values(ascending=False)
         assert list(mine[C.ID]) == list(expected.index)
-        np.testing.assert_allclose(mine[C.SCORE].to_numpy(), expected.to_numpy(), rtol=1e-5)
+        np.testing.assert_allclose(mine[C.SCORE].to_numpy(), expected.to_numpy(), rtol=1e-5, atol=1e-6)
+        # Every candidate comes with its best gallery photos, best first.
+        photos = result.photos[result.photos[C.IMAGE] == f"q{q}"]
+        assert set(photos[C.ID]) == set(mine[C.ID])
+        for whale, part in photos.groupby(C.ID):
+            members = np.flatnonzero(ids == whale)
+            best = members[np.argsort(-brute[q, members], kind="stable")][:2]
+            assert list(part["photo"]) == [f"g{i}" for i in best]
 
 
 def test_fuse_averages_and_fills_missing_with_query_floor():
@@ -90,7 +110,6 @@ def naive_top_whales(sims, idx, gallery_ids, keep_top):
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
 def test_vectorised_whale_ranking_matches_a_per_query_loop(kind):
     from pipeline.retrieval.index import search
-    from pipeline.retrieval.scores import whale_scores
 
     rng = np.random.default_rng(0)
     gallery = rng.normal(size=(600, 16)).astype(np.float32)
@@ -98,7 +117,8 @@ def test_vectorised_whale_ranking_matches_a_per_query_loop(kind):
     ids = np.array([f"w_{i}" for i in rng.integers(0, 90, size=600)])
     queries = gallery[:40] + 0.1 * rng.normal(size=(40, 16)).astype(np.float32)
     sims, idx = search(gallery, queries, 50, kind=kind, nlist=8, nprobe=8)
-    table = whale_scores(sims, idx, ids, [f"q{i}" for i in range(40)], keep_top=7)
+    table = retriever(index=kind, nlist=8, nprobe=8, neighbours=50, keep_top=7).search(
+        Gallery(gallery, ids, ids), queries, [f"q{i}" for i in range(40)]).scores
     expected = naive_top_whales(sims, idx, ids, 7)
     for i, rows in enumerate(expected):
         got = table[table["Image"] == f"q{i}"]

@@ -9,7 +9,7 @@ from pipeline.config import load_stage_config
 from pipeline.data.cache import ImageCache
 from pipeline.data.samplers import PKBatchSampler
 from pipeline.errors import PipelineError
-from pipeline.stages.folds import read_folds
+from pipeline.data.folds import read_folds
 from pipeline.training.fit import fit
 from tests.conftest import REPO
 

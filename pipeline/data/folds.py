@@ -10,6 +10,8 @@ Every train photo gets a fold (its validation fold) or TRAIN_ONLY. Whales come i
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -119,3 +121,10 @@ def check_folds(folds: pd.DataFrame, train_images, path) -> None:
         raise PipelineError(f"truth {folds[C.TRUTH].iat[i]!r} for {folds[C.IMAGE].iat[i]!r} in fold "
                             f"{folds[C.FOLD].iat[i]} should be {expected[i]!r} (whale {folds[C.ID].iat[i]!r} has "
                             f"{'no' if expected[i] == C.NEW_WHALE else 'a'} photo outside that fold)", path, i + 2)
+
+
+def read_folds(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError("folds file not found; run the folds stage first", path)
+    return pd.read_csv(path, dtype={C.IMAGE: str, C.ID: str, C.TRUTH: str}, keep_default_na=False)

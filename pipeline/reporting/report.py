@@ -17,8 +17,9 @@ from pipeline import columns as C  # noqa: E402
 from pipeline.data.cache import ImageCache  # noqa: E402
 from pipeline.metrics import average_precision_at_5  # noqa: E402
 from pipeline.reporting.images import figure_uri, jpeg_uri  # noqa: E402
+from pipeline.evaluation import cross_validate, fold_policies  # noqa: E402
+from pipeline.retrieval.policy import NewWhalePolicy  # noqa: E402
 from pipeline.retrieval.predictions import Predictions, fallback_whales  # noqa: E402
-from pipeline.retrieval.threshold import predict, top_whales  # noqa: E402
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
@@ -30,13 +31,11 @@ table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-
 """
 
 
-def cv_table(work: Path, folds: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    from pipeline.stages.cv import evaluate
-
+def cv_table(work: Path, folds: pd.DataFrame, names: list[str], policy: NewWhalePolicy) -> pd.DataFrame:
     rows = []
     for name in names:
         preds = Predictions.read(work / "predictions" / name)
-        report = evaluate(preds.oof, folds)
+        report = cross_validate(preds.oof, folds, policy)
         row = {"model": name, **{f"fold {f['fold']}": f["map5"] for f in report["folds"]},
                "overall": report["map5"], "threshold": report["threshold"]}
         rows.append(row)
@@ -102,12 +101,16 @@ def embedding_map(work: Path, folds: pd.DataFrame, largest: int = 12) -> str | N
     return figure_uri(fig)
 
 
-def query_gallery(work: Path, folds: pd.DataFrame, cache: ImageCache, name: str, sample: int, seed: int = 0) -> str:
+def query_gallery(work: Path, folds: pd.DataFrame, cache: ImageCache, name: str, sample: int, policy: NewWhalePolicy,
+                  seed: int = 0) -> str:
+    """Validation queries with their five, each fold's labels from the policy that scored it in CV."""
     preds = Predictions.read(work / "predictions" / name)
     queries = folds[folds[C.FOLD].isin(preds.oof[C.FOLD].unique())]
     queries = queries.sample(n=min(sample, len(queries)), random_state=seed)
-    ids, vals = top_whales(preds.oof, queries[C.IMAGE])
-    labels = predict(ids, vals, preds.threshold["threshold"], fallback_whales(folds))
+    per_fold = fold_policies(preds.oof, folds, policy)
+    fallback = fallback_whales(folds)
+    labels = [per_fold[int(f)].labels(preds.oof, [name_], fallback)[0]
+              for name_, f in zip(queries[C.IMAGE], queries[C.FOLD])]
     scores = preds.oof.set_index([C.IMAGE, C.ID])[C.SCORE]
     aps = [average_precision_at_5(t, p) for t, p in zip(queries[C.TRUTH], labels)]
     order = np.argsort(aps, kind="stable")  # worst first
@@ -131,19 +134,22 @@ def query_gallery(work: Path, folds: pd.DataFrame, cache: ImageCache, name: str,
     return "\n".join(rows)
 
 
-def build_report(work: str | Path, folds: pd.DataFrame, name: str = "ensemble", sample: int = 24) -> str:
+def build_report(work: str | Path, folds: pd.DataFrame, name: str, sample: int, cfg: dict) -> str:
     work = Path(work)
+    policy = NewWhalePolicy.from_config(cfg)
     cache = ImageCache.open(work)
     cv_path = work / "reports" / "cv.json"
     cv = json.loads(cv_path.read_text()) if cv_path.is_file() else None
     sets = [p.name for p in sorted((work / "predictions").iterdir()) if (p / "oof.parquet").is_file()]
-    table = cv_table(work, folds, sets)
+    table = cv_table(work, folds, sets, policy)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Whale identification report</title>"
              f"<style>{STYLE}</style></head><body>",
              f"<h1>Whale identification report</h1><p>{html.escape(str(work))}: {len(cache.split(C.TRAIN))} train "
              f"and {len(cache.split(C.TEST))} test photos.</p>",
              '<h2 id="cv">Cross-validation MAP@5</h2>',
-             "<p>Out-of-fold MAP@5, each fold at a new_whale threshold tuned on the other folds.</p>",
+             f"<p>Out-of-fold MAP@5, new_whale policy <code>{html.escape(policy.strategy)}</code>"
+             + (" (each fold at a threshold tuned on the other folds).</p>" if policy.strategy == "cv" else
+                " (each fold with new_whale first for the configured share of its queries).</p>"),
              table.to_html(index=False, float_format=lambda v: f"{v:.4f}")]
     if cv:
         parts += ['<h2 id="threshold">MAP@5 against the new_whale threshold</h2>', f'<img src="{threshold_plot(cv)}">']
@@ -157,6 +163,6 @@ def build_report(work: str | Path, folds: pd.DataFrame, name: str = "ensemble", 
     if name in sets:
         parts += [f'<h2 id="queries">Validation queries, worst first ({html.escape(name)})</h2>',
                   "<p>Blue: the query. Green: the correct answer among the five.</p>",
-                  query_gallery(work, folds, cache, name, sample)]
+                  query_gallery(work, folds, cache, name, sample, policy)]
     parts.append("</body></html>")
     return "\n".join(parts)

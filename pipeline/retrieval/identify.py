@@ -1,6 +1,11 @@
-"""Identify new photos against the known whales: the fold models of one or more trained recipes,
-their train embeddings as the gallery, per-whale scores fused over folds and models, and new_whale
-inserted at the tuned threshold. Used by `whale identify`, the web page and the report."""
+"""Identify new photos against the known whales exactly as knn and the ensemble scored test photos:
+each fold model searches its own gallery with the retriever its knn run used (the config saved with its
+predictions), scores are fused over folds and over models as the prediction set fused them, and the
+prediction set's own new_whale policy (fitted on that scale) places new_whale. Each candidate's
+best-matching photos come from the searches that scored it. Used by `whale identify` and the web page.
+
+One model: its predictions (predictions/<model>). Several: the ensemble's fusion of them
+(predictions/ensemble_fusion, from `whale ensemble` with `fusion` among its methods)."""
 from __future__ import annotations
 
 import json
@@ -8,15 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import yaml
 
 from pipeline import columns as C
 from pipeline.data.cache import ImageCache, cache_dir
+from pipeline.data.folds import read_folds
 from pipeline.errors import PipelineError
+from pipeline.io.paths import embedding_dir, model_dir, prediction_dir
 from pipeline.retrieval.embeddings import load_embeddings
-from pipeline.retrieval.index import search
-from pipeline.retrieval.scores import fuse, whale_scores
-from pipeline.retrieval.threshold import predict, top_whales
-from pipeline.stages.common import embedding_dir, folds_with, model_dir, prediction_dir
+from pipeline.retrieval.predictions import Predictions, fallback_whales
+from pipeline.retrieval.retriever import Retriever, fold_gallery, fuse_folds, merge_photos
+from pipeline.retrieval.scores import fuse
 
 
 @dataclass
@@ -39,56 +47,70 @@ class Identification:
 
 @dataclass
 class _FoldModel:
-    name: str
     model: object
-    gallery: np.ndarray  # embeddings of known train photos
-    gallery_names: np.ndarray
-    gallery_ids: np.ndarray
+    gallery: object  # retriever.Gallery
     flip_tta: bool
 
 
+def prediction_set(work, models: list[str]) -> tuple[Path, list[float]]:
+    """The prediction folder whose scale and policy identify reproduces, and the models' weights."""
+    if len(models) == 1:
+        return prediction_dir(work, models[0]), [1.0]
+    folder = prediction_dir(work, "ensemble_fusion")
+    members = folder / "members.csv"
+    if not members.is_file():
+        raise PipelineError("several models are identified as the ensemble fuses them; run the ensemble stage "
+                            "with fusion among ensemble.methods first", members)
+    table = pd.read_csv(members)
+    if sorted(table["name"]) != sorted(models):
+        raise PipelineError(f"the ensemble fused {sorted(table['name'])}, not {sorted(models)}; name those "
+                            "models, or re-run the ensemble stage", members)
+    weight = dict(zip(table["name"], table["weight"]))
+    return folder, [float(weight[m]) for m in models]
+
+
 class Identifier:
-    def __init__(self, work: str | Path, models: list[str], threshold: float | None = None, photos_per_whale: int = 3):
+    def __init__(self, work: str | Path, models: list[str], threshold: float | None = None):
         from pipeline.models.net import model_from_checkpoint
-        from pipeline.retrieval.predictions import fallback_whales
         from pipeline.training.checkpoint import load_checkpoint
         from pipeline.training.device import pick_device
 
-        self.work, self.device = Path(work), pick_device()
+        self.work, self.device, self.models = Path(work), pick_device(), list(models)
         self.cache = ImageCache.open(work)
-        train = self.cache.split(C.TRAIN)
-        known = train[train[C.ID] != C.NEW_WHALE]
         self.image_size = tuple(self.cache.images.shape[1:3])
         report = cache_dir(work) / "preprocess.json"
         facts = json.loads(report.read_text()) if report.is_file() else {}
         self.data_dir = Path(facts["data"]) if "data" in facts else None
-        # Query photos get the automatic crop when the cached photos did.
-        self.auto_crop = bool(facts.get("auto_crop", False))
-        self.fold_models: list[_FoldModel] = []
+        self.auto_crop = bool(facts.get("auto_crop", False))  # query photos are cropped as the cache was
+        folder, self.weights = prediction_set(work, models)
+        self.policy = Predictions.read(folder).policy
+        if threshold is not None:
+            self.policy.threshold = float(threshold)
+        folds_path = self.policy.fitted.get("folds_file")
+        if not folds_path:
+            raise PipelineError("these predictions predate recorded fold galleries; re-run knn", folder / "threshold.json")
+        folds = read_folds(folds_path)
+        self.fallback = fallback_whales(folds)
+        self.fold_models: dict[str, list[_FoldModel]] = {}
+        self.retrievers: dict[str, Retriever] = {}
         for name in models:
-            folds = folds_with(self.work / "models" / name, "final.pt")
-            if not folds:
-                raise PipelineError(f"model {name!r} has no trained fold; run train and embed first",
-                                    self.work / "models" / name)
-            for fold in folds:
+            config_path = prediction_dir(work, name) / "config.yaml"
+            if not config_path.is_file():
+                raise PipelineError("no saved config for these predictions; re-run knn", config_path)
+            self.retrievers[name] = Retriever.from_config(yaml.safe_load(config_path.read_text()))
+            fold_list = sorted(int(f) for f in Predictions.read(prediction_dir(work, name)).oof[C.FOLD].unique())
+            self.fold_models[name] = []
+            for fold in fold_list:
                 state = load_checkpoint(model_dir(work, name, fold) / "final.pt")
                 net = model_from_checkpoint(state).to(self.device).eval()
-                vectors = load_embeddings(embedding_dir(work, name, fold), known[C.IMAGE], C.TRAIN)
-                self.fold_models.append(_FoldModel(name, net, vectors, known[C.IMAGE].to_numpy(),
-                                                   known[C.ID].to_numpy(), bool(state["config"]["embed"]["flip_tta"])))
-        self.threshold = threshold if threshold is not None else self._tuned_threshold(models)
-        self.fallback = fallback_whales(known)
-        self.photos_per_whale = photos_per_whale
+                vectors = load_embeddings(embedding_dir(work, name, fold), folds[C.IMAGE], C.TRAIN)
+                self.fold_models[name].append(_FoldModel(net, fold_gallery(vectors, folds, fold),
+                                                         bool(state["config"]["embed"]["flip_tta"])))
+        self.photos_per_whale = int(next(iter(self.retrievers.values())).cfg["photos_per_whale"])
 
-    def _tuned_threshold(self, models: list[str]) -> float:
-        candidates = [prediction_dir(self.work, "ensemble")] if len(models) > 1 else []
-        candidates += [prediction_dir(self.work, models[0]), prediction_dir(self.work, "ensemble")]
-        for folder in candidates:
-            path = folder / "threshold.json"
-            if path.is_file():
-                return float(json.loads(path.read_text())["threshold"])
-        raise PipelineError("no tuned new_whale threshold; run the knn stage (or pass --threshold)",
-                            prediction_dir(self.work, models[0]) / "threshold.json")
+    @property
+    def threshold(self) -> float | None:
+        return self.policy.threshold
 
     def load_photo(self, path: str | Path) -> np.ndarray:
         from pipeline.data.images import UnreadableImage, load_rgb
@@ -100,37 +122,40 @@ class Identifier:
         except FileNotFoundError:
             raise PipelineError("file not found", path) from None
 
-    def identify(self, photos: list[np.ndarray], names: list[str]) -> list[Identification]:
+    def scores(self, photos: list[np.ndarray], names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(fused score table, best photos per candidate) for the photos, as knn/ensemble would score them."""
         from pipeline.models.embedding import embed_rows
 
         batch = np.stack(photos)
-        tables, neighbours = [], []
-        for fm in self.fold_models:
-            queries = embed_rows(fm.model, batch, np.arange(len(batch)), 32, fm.flip_tta, self.device, desc="identify")
-            sims, idx = search(fm.gallery, queries, 200)
-            tables.append(whale_scores(sims, idx, fm.gallery_ids, names, keep_top=50))
-            neighbours.append((fm, sims, idx))
-        fused = fuse(tables)
-        ids, vals = top_whales(fused, names)
-        labels = predict(ids, vals, self.threshold, self.fallback)
+        per_model, photo_tables = [], []
+        for name in self.models:
+            tables, known = [], []
+            for fm in self.fold_models[name]:
+                queries = embed_rows(fm.model, batch, np.arange(len(batch)), 32, fm.flip_tta, self.device,
+                                     desc="identify")
+                result = self.retrievers[name].search(fm.gallery, queries, names, photos=self.photos_per_whale)
+                tables.append(result.scores)
+                known.append(set(fm.gallery.ids))
+                photo_tables.append(result.photos)
+            per_model.append(fuse_folds(tables, known))
+        return fuse(per_model, self.weights), merge_photos(photo_tables, self.photos_per_whale)
+
+    def identify(self, photos: list[np.ndarray], names: list[str]) -> list[Identification]:
+        fused, best = self.scores(photos, names)
+        labels = self.policy.labels(fused, names, self.fallback)
         score_of = fused.set_index([C.IMAGE, C.ID])[C.SCORE]
+        photos_of = best.groupby([C.IMAGE, C.ID])["photo"].apply(list)
         out = []
-        for q, (name, row) in enumerate(zip(names, labels)):
+        for name, row in zip(names, labels):
             candidates = []
             for whale in row:
                 if whale == C.NEW_WHALE:
                     candidates.append(Candidate(whale, None))
                     continue
                 score = score_of.get((name, whale))
-                candidates.append(Candidate(whale, None if score is None else float(score),
-                                            self._best_photos(neighbours, q, whale)))
+                hits = photos_of.get((name, whale), [])
+                if self.data_dir is not None:
+                    hits = [str(self.data_dir / "train" / h) for h in hits]
+                candidates.append(Candidate(whale, None if score is None else float(score), hits))
             out.append(Identification(name, candidates))
         return out
-
-    def _best_photos(self, neighbours, q: int, whale: str) -> list[str]:
-        fm, sims, idx = neighbours[0]
-        hits = [fm.gallery_names[i] for i in idx[q] if i >= 0 and fm.gallery_ids[i] == whale]
-        hits = hits[: self.photos_per_whale]
-        if self.data_dir is not None:
-            return [str(self.data_dir / "train" / h) for h in hits]
-        return hits

@@ -1,11 +1,14 @@
-"""Prediction sets on disk: out-of-fold and test score tables plus the tuned new_whale threshold.
+"""Prediction sets on disk: out-of-fold and test score tables, the fitted new_whale policy, and the
+resolved config that produced them.
 
     <WORK>/predictions/<name>/oof.parquet     Image, Id, score, fold   (validation queries, per fold)
     <WORK>/predictions/<name>/test.parquet    Image, Id, score          (fused over fold models)
-    <WORK>/predictions/<name>/threshold.json  the tuned threshold, its out-of-fold MAP@5, the curve
+    <WORK>/predictions/<name>/threshold.json  the NewWhalePolicy: strategy, threshold, what it was fitted on
+    <WORK>/predictions/<name>/config.yaml     the config of the run
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,52 +16,43 @@ import pandas as pd
 
 from pipeline import columns as C
 from pipeline.errors import PipelineError
-from pipeline.io.atomic import write_json, write_parquet
-from pipeline.retrieval.threshold import share_threshold, top_whales, tune_threshold
+from pipeline.io.atomic import write_json, write_parquet, write_yaml
+from pipeline.retrieval.policy import NewWhalePolicy
 
 
 @dataclass
 class Predictions:
     oof: pd.DataFrame
     test: pd.DataFrame
-    threshold: dict
+    policy: NewWhalePolicy
+
+    @property
+    def threshold(self) -> dict:
+        return self.policy.to_dict()
 
     @classmethod
     def read(cls, folder: Path) -> "Predictions":
-        import json
-
         paths = [folder / "oof.parquet", folder / "test.parquet", folder / "threshold.json"]
         for path in paths:
             if not path.is_file():
                 raise PipelineError("predictions not found; run the knn (or ensemble) stage first", path)
-        return cls(pd.read_parquet(paths[0]), pd.read_parquet(paths[1]), json.loads(paths[2].read_text()))
+        return cls(pd.read_parquet(paths[0]), pd.read_parquet(paths[1]),
+                   NewWhalePolicy.from_dict(json.loads(paths[2].read_text())))
 
 
-def tune_on_oof(oof: pd.DataFrame, folds: pd.DataFrame, grid: int) -> dict:
+def write_predictions(folder: Path, oof: pd.DataFrame, test: pd.DataFrame, folds: pd.DataFrame, cfg: dict,
+                      folds_file: str | Path) -> NewWhalePolicy:
+    """Writes the tables, the new_whale policy (fitted on the out-of-fold queries; for strategy share,
+    calibrated on test) and the config; returns the policy. The folds file is recorded: it defines
+    each fold model's gallery, which identify must search like knn did."""
     queries = folds[folds[C.FOLD].isin(oof[C.FOLD].unique())]
-    ids, vals = top_whales(oof, queries[C.IMAGE])
-    threshold, score, curve = tune_threshold(ids, vals, queries[C.TRUTH], grid)
-    return {"threshold": threshold, "oof_map5_in_sample": score, "folds": sorted(int(f) for f in oof[C.FOLD].unique()),
-            "queries": int(len(queries)), "curve": curve.round(6).to_dict(orient="list"), "strategy": "cv"}
-
-
-def write_predictions(folder: Path, oof: pd.DataFrame, test: pd.DataFrame, folds: pd.DataFrame, grid: int,
-                      threshold_cfg: dict | None = None) -> dict:
-    """Writes the tables and the new_whale threshold: tuned on the out-of-fold queries (strategy cv), or
-    set on test so that new_whale comes first for threshold_cfg['new_whale_share'] of it (strategy share)."""
-    threshold = tune_on_oof(oof, folds, grid)
-    if threshold_cfg and threshold_cfg.get("strategy", "cv") == "share":
-        names = test[C.IMAGE].unique()
-        _, vals = top_whales(test, names)
-        threshold.update(threshold=share_threshold(vals, threshold_cfg["new_whale_share"]), strategy="share",
-                         new_whale_share=float(threshold_cfg["new_whale_share"]))
-    elif threshold_cfg and threshold_cfg.get("strategy", "cv") != "cv":
-        raise PipelineError(f"unknown threshold strategy {threshold_cfg['strategy']!r}; use cv or share",
-                            "threshold.strategy")
+    policy = NewWhalePolicy.from_config(cfg).fit(oof, queries).calibrate(test, test[C.IMAGE].unique())
+    policy.fitted["folds_file"] = str(Path(folds_file).resolve())
     write_parquet(folder / "oof.parquet", oof)
     write_parquet(folder / "test.parquet", test)
-    write_json(folder / "threshold.json", threshold)
-    return threshold
+    write_json(folder / "threshold.json", policy.to_dict())
+    write_yaml(folder / "config.yaml", cfg)
+    return policy
 
 
 def fallback_whales(folds: pd.DataFrame, n: int = C.SUBMISSION_LABELS) -> list[str]:

@@ -34,31 +34,25 @@ def rank_whales(similarities: np.ndarray, neighbours: np.ndarray, gallery_codes:
     return out_codes, out_scores
 
 
-def whale_scores(similarities: np.ndarray, neighbours: np.ndarray, gallery_ids: np.ndarray,
-                 query_names, keep_top: int) -> pd.DataFrame:
-    """Long table Image, Id, score: each query's best `keep_top` whales, best first."""
-    ids = pd.Categorical(gallery_ids)
-    codes, scores = rank_whales(similarities, neighbours, ids.codes, keep_top)
-    q, r = np.nonzero(codes >= 0)
-    names = np.asarray(query_names)
-    return pd.DataFrame({C.IMAGE: names[q], C.ID: np.asarray(ids.categories)[codes[q, r]],
-                         C.SCORE: scores[q, r].astype(np.float32)})
-
-
-def fuse(tables: list[pd.DataFrame], weights: list[float] | None = None) -> pd.DataFrame:
+def fuse(tables: list[pd.DataFrame], weights: list[float] | None = None, known: list[set] | None = None) -> pd.DataFrame:
     """Weighted mean of several score tables over (Image, Id).
 
     A whale that one table did not keep for a query gets that table's lowest kept score for the query:
-    an upper bound on what it would have scored, so fusing never rewards being left out."""
+    an upper bound on what it would have scored, so fusing never rewards being left out. With `known`
+    (the whales each table's gallery holds), a table whose gallery lacks the whale abstains instead."""
     weights = weights or [1.0] * len(tables)
     if len(tables) == 1:
         return tables[0].sort_values([C.IMAGE, C.SCORE], ascending=[True, False]).reset_index(drop=True)
-    keys = pd.concat([t[[C.IMAGE, C.ID]] for t in tables]).drop_duplicates()
+    keys = pd.concat([t[[C.IMAGE, C.ID]] for t in tables]).drop_duplicates().reset_index(drop=True)
     total = np.zeros(len(keys), dtype=np.float64)
-    for table, weight in zip(tables, weights):
+    weight_sum = np.zeros(len(keys), dtype=np.float64)
+    for i, (table, weight) in enumerate(zip(tables, weights)):
         floor = table.groupby(C.IMAGE)[C.SCORE].min()
         merged = keys.merge(table, on=[C.IMAGE, C.ID], how="left")
-        filled = merged[C.SCORE].fillna(merged[C.IMAGE].map(floor)).fillna(0.0)
-        total += weight * filled.to_numpy(np.float64)
-    fused = keys.assign(**{C.SCORE: (total / sum(weights)).astype(np.float32)})
+        filled = merged[C.SCORE].fillna(merged[C.IMAGE].map(floor)).fillna(0.0).to_numpy(np.float64)
+        votes = np.ones(len(keys)) if known is None else \
+            (merged[C.SCORE].notna() | merged[C.ID].isin(known[i])).to_numpy(np.float64)
+        total += weight * votes * filled
+        weight_sum += weight * votes
+    fused = keys.assign(**{C.SCORE: (total / np.maximum(weight_sum, 1e-12)).astype(np.float32)})
     return fused.sort_values([C.IMAGE, C.SCORE], ascending=[True, False]).reset_index(drop=True)

@@ -27,8 +27,20 @@ def add_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="data", help="folder in the Kaggle layout")
 
 
+def add_folds_file(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--folds-file", default=None,
+                        help="fold assignment (default: folds/<data set>-<hash>.csv for the data cached in --work)")
+
+
+def folds_file(args: argparse.Namespace) -> Path:
+    """The folds file named on the command line, else the one that follows the work folder's data set."""
+    from pipeline.io.paths import default_folds_file
+
+    return Path(args.folds_file) if args.folds_file else default_folds_file(args.work)
+
+
 def add_folds(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--folds-file", default="folds/folds.csv", help="fold assignment (from the folds stage)")
+    add_folds_file(parser)
     parser.add_argument("--folds", default="all", help="which folds, e.g. 'all' or '0,2'")
 
 
@@ -60,21 +72,3 @@ def seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
     except ImportError:
         pass
-
-
-def model_dir(work, name: str, fold: int) -> Path:
-    return Path(work) / "models" / name / f"fold{fold}"
-
-
-def embedding_dir(work, name: str, fold: int) -> Path:
-    return Path(work) / "embeddings" / name / f"fold{fold}"
-
-
-def folds_with(root: Path, filename: str) -> list[int]:
-    """Fold numbers k for which root/fold<k>/<filename> exists (trained models, written embeddings)."""
-    return sorted(int(p.parent.name[4:]) for p in Path(root).glob(f"fold*/{filename}"))
-
-
-def prediction_dir(work, name: str) -> Path:
-    return Path(work) / "predictions" / name
-

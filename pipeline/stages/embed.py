@@ -15,8 +15,8 @@ from pipeline.errors import PipelineError
 from pipeline.io.atomic import write_csv, write_npy
 from pipeline.models.net import model_from_checkpoint
 from pipeline.models.embedding import embed_rows
-from pipeline.stages.common import (add_common, add_folds, embedding_dir, folds_with, model_dir, parse_folds,
-                                   stage_config)
+from pipeline.io.paths import embedding_dir, folds_with, model_dir
+from pipeline.stages.common import add_common, add_folds, parse_folds, stage_config
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.device import pick_device
 

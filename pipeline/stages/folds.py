@@ -10,28 +10,20 @@ import pandas as pd
 from pipeline import columns as C
 from pipeline.data.cache import ImageCache, cache_dir
 from pipeline.io.stamp import Stamp, fingerprint
-from pipeline.data.folds import make_folds, summarise
+from pipeline.data.folds import make_folds, read_folds, summarise
 from pipeline.io.atomic import write_csv
-from pipeline.stages.common import add_common, stage_config
+from pipeline.stages.common import add_common, add_folds_file, folds_file, stage_config
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common(parser)
-    parser.add_argument("--folds-file", default="folds/folds.csv", help="where to write the assignment")
-
-
-def read_folds(path: str | Path) -> pd.DataFrame:
-    from pipeline.errors import PipelineError
-
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError("folds file not found; run the folds stage first", path)
-    return pd.read_csv(path, dtype={C.IMAGE: str, C.ID: str, C.TRUTH: str}, keep_default_na=False)
+    add_folds_file(parser)
 
 
 def run(args: argparse.Namespace) -> pd.DataFrame:
+    args.folds_file = str(folds_file(args))
     cfg = stage_config(args)
     manifest = cache_dir(args.work) / "manifest.parquet"
     stamp = Stamp(args.work, f"folds-{Path(args.folds_file).resolve()}",

@@ -11,21 +11,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("photos", nargs="+", help="photo files to identify")
     parser.add_argument("--work", default="work")
     parser.add_argument("--models", nargs="+", default=None,
-                        help="trained recipes to use (default: every model with embeddings in WORK)")
+                        help="trained recipes to use (default: every model with embeddings in WORK; several are "
+                             "fused as the ensemble stage's fusion fused them)")
     parser.add_argument("--threshold", type=float, default=None, help="override the tuned new_whale threshold")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def default_models(work) -> list[str]:
-    root = Path(work) / "embeddings"
-    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-
-
 def run(args: argparse.Namespace) -> list[dict]:
     from pipeline.errors import PipelineError
+    from pipeline.io.paths import embedded_models
     from pipeline.retrieval.identify import Identifier
 
-    models = args.models or default_models(args.work)
+    models = args.models or embedded_models(args.work)
     if not models:
         raise PipelineError("no trained model with embeddings; run train and embed first", Path(args.work) / "embeddings")
     identifier = Identifier(args.work, models, args.threshold)

@@ -1,28 +1,36 @@
-"""knn: per fold, search validation photos against that fold's training photos (out-of-fold
-predictions) and test photos against every known train photo; tune the new_whale threshold."""
+"""knn: per fold model, the out-of-fold scores of its validation photos and the scores of the test
+photos, both searched against the gallery that model trained on (retrieval/retriever.py); test scores
+fused over the fold models; the new_whale policy fitted on the out-of-fold scores."""
 from __future__ import annotations
 
 import argparse
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from pipeline import columns as C
 from pipeline.data.cache import ImageCache
-from pipeline.data.folds import check_folds
+from pipeline.data.folds import check_folds, read_folds
 from pipeline.errors import PipelineError
-from pipeline.retrieval.embeddings import load_embeddings
-from pipeline.retrieval.index import search
+from pipeline.io.paths import embedding_dir, folds_with, prediction_dir
 from pipeline.io.stamp import Stamp, fingerprint
+from pipeline.retrieval.embeddings import load_embeddings
 from pipeline.retrieval.predictions import Predictions, write_predictions
-from pipeline.retrieval.scores import fuse, whale_scores
-from pipeline.stages.common import (add_common, add_folds, embedding_dir, folds_with, parse_folds, prediction_dir,
-                                   stage_config)
-from pipeline.stages.folds import read_folds
+from pipeline.retrieval.retriever import Retriever, fold_gallery, fuse_folds
+from pipeline.stages.common import add_common, add_folds, folds_file, parse_folds, stage_config
 
 log = logging.getLogger(__name__)
+
+
+def fold_scores(folder: Path, folds: pd.DataFrame, fold: int, test_names, retriever: Retriever):
+    """(out-of-fold table, test table, whales in the gallery) of fold model `fold`."""
+    vectors = load_embeddings(folder, folds[C.IMAGE], C.TRAIN)
+    gallery = fold_gallery(vectors, folds, fold)
+    queries = (folds[C.FOLD] == fold).to_numpy()
+    oof = retriever.search(gallery, vectors[queries], folds[C.IMAGE].to_numpy()[queries]).scores
+    test = retriever.search(gallery, load_embeddings(folder, test_names, C.TEST), test_names).scores
+    return oof.assign(**{C.FOLD: fold}), test, set(gallery.ids)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,23 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_folds(parser)
 
 
-def fold_scores(folder: Path, folds: pd.DataFrame, fold: int, test_names, cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    k = cfg["knn"]
-    train_vectors = load_embeddings(folder, folds[C.IMAGE], C.TRAIN)
-    known = (folds[C.ID] != C.NEW_WHALE).to_numpy()
-    gallery = known & (folds[C.FOLD] != fold).to_numpy()
-    queries = (folds[C.FOLD] == fold).to_numpy()
-    options = {"kind": k["index"], "nlist": k["nlist"], "nprobe": k["nprobe"]}  # flat ignores nlist/nprobe
-    sims, idx = search(train_vectors[gallery], train_vectors[queries], k["neighbours"], **options)
-    oof = whale_scores(sims, idx, folds[C.ID].to_numpy()[gallery], folds[C.IMAGE].to_numpy()[queries], k["keep_top"])
-    oof[C.FOLD] = fold
-    test_vectors = load_embeddings(folder, test_names, C.TEST)
-    sims, idx = search(train_vectors[known], test_vectors, k["neighbours"], **options)
-    test = whale_scores(sims, idx, folds[C.ID].to_numpy()[known], np.asarray(test_names), k["keep_top"])
-    return oof, test
-
-
 def run(args: argparse.Namespace) -> dict:
+    args.folds_file = str(folds_file(args))
     cfg = stage_config(args)
     folds = read_folds(args.folds_file)
     cache = ImageCache.open(args.work)
@@ -64,14 +57,13 @@ def run(args: argparse.Namespace) -> dict:
                   [out / "oof.parquet", out / "test.parquet", out / "threshold.json"])
     if stamp.up_to_date(args.force):
         return Predictions.read(out).threshold
-    oofs, tests = [], []
-    for fold in wanted:
-        oof, test = fold_scores(embedding_dir(args.work, cfg["name"], fold), folds, fold, test_names, cfg)
-        oofs.append(oof)
-        tests.append(test)
-    threshold = write_predictions(out, pd.concat(oofs, ignore_index=True), fuse(tests), folds,
-                                  cfg["threshold"]["grid"], cfg["threshold"])
-    log.info("%s: folds %s, new_whale threshold %.4f (out-of-fold MAP@5 %.4f at it), predictions in %s",
-             cfg["name"], wanted, threshold["threshold"], threshold["oof_map5_in_sample"], out)
+    retriever = Retriever.from_config(cfg)
+    results = [fold_scores(embedding_dir(args.work, cfg["name"], k), folds, k, test_names, retriever) for k in wanted]
+    policy = write_predictions(out, pd.concat([r[0] for r in results], ignore_index=True),
+                               fuse_folds([r[1] for r in results], [r[2] for r in results]), folds, cfg,
+                               args.folds_file)
+    log.info("%s: folds %s, new_whale threshold %.4f (MAP@5 %.4f on the out-of-fold queries it was fitted on: "
+             "in-sample; `whale cv` gives the nested figure), predictions in %s", cfg["name"], wanted,
+             policy.threshold if policy.threshold is not None else float("nan"), policy.fitted["map5_in_sample"], out)
     stamp.write()
-    return threshold
+    return policy.to_dict()

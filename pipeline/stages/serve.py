@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from pipeline.errors import PipelineError
-    from pipeline.stages.identify import default_models
+    from pipeline.io.paths import embedded_models as default_models
     from pipeline.web.app import create_app
 
     models = args.models or default_models(args.work)

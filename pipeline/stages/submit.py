@@ -15,9 +15,9 @@ from pipeline.io.stamp import Stamp, fingerprint
 from pipeline.io.atomic import write_csv
 from pipeline.io.submission import check_submission
 from pipeline.retrieval.predictions import Predictions, fallback_whales
-from pipeline.retrieval.threshold import predict, top_whales
-from pipeline.stages.common import add_common, prediction_dir, stage_config
-from pipeline.stages.folds import read_folds
+from pipeline.io.paths import prediction_dir
+from pipeline.stages.common import add_common, add_folds_file, folds_file, stage_config
+from pipeline.data.folds import read_folds
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +25,13 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common(parser)
     parser.add_argument("--name", default="ensemble", help="prediction set under WORK/predictions/")
-    parser.add_argument("--folds-file", default="folds/folds.csv")
+    add_folds_file(parser)
     parser.add_argument("--out", default="submissions/submission.csv", help="submission CSV to write")
     parser.add_argument("--threshold", type=float, default=None, help="override the tuned new_whale threshold")
 
 
 def run(args: argparse.Namespace) -> str:
+    args.folds_file = str(folds_file(args))
     folder = prediction_dir(args.work, args.name)
     duplicates = stage_config(args)["duplicates"]
     stamp = Stamp(args.work, f"submit-{Path(args.out).resolve()}",
@@ -43,9 +44,11 @@ def run(args: argparse.Namespace) -> str:
     preds = Predictions.read(folder)
     cache = ImageCache.open(args.work)
     test_names = cache.split(C.TEST)[C.IMAGE].tolist()  # sample_submission's order
-    threshold = preds.threshold["threshold"] if args.threshold is None else args.threshold
-    ids, vals = top_whales(preds.test, test_names)
-    labels = predict(ids, vals, threshold, fallback_whales(read_folds(args.folds_file)))
+    policy = preds.policy
+    if args.threshold is not None:
+        policy.threshold = float(args.threshold)
+    labels = policy.labels(preds.test, test_names, fallback_whales(read_folds(args.folds_file)))
+    threshold = policy.threshold
     if duplicates["use_in_submission"]:
         labels = answer_duplicates(cache, test_names, labels)
     submission = pd.DataFrame({C.IMAGE: test_names, C.ID: [" ".join(x) for x in labels]})

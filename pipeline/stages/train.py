@@ -5,10 +5,12 @@ import argparse
 import logging
 
 from pipeline import columns as C
+from pipeline.config import training_part
 from pipeline.data.cache import ImageCache
 from pipeline.data.folds import check_folds
-from pipeline.stages.common import add_common, add_folds, model_dir, parse_folds, seed_everything, stage_config
-from pipeline.stages.folds import read_folds
+from pipeline.io.paths import model_dir
+from pipeline.stages.common import add_common, add_folds, folds_file, parse_folds, seed_everything, stage_config
+from pipeline.data.folds import read_folds
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.fit import fit
 
@@ -24,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
+    args.folds_file = str(folds_file(args))
     if args.budget is not None:
         args.overrides = [*args.overrides, f"train.time_budget_min={args.budget}"]
     cfg = stage_config(args)
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         out = model_dir(args.work, cfg["name"], fold)
         final = out / "final.pt"
         if final.exists() and not (args.force or args.restart):
-            if load_checkpoint(final)["config"] == cfg:
+            if training_part(load_checkpoint(final)["config"]) == training_part(cfg):
                 log.info("fold %d: %s is up to date with this config; skipping (--force to retrain)", fold, final)
                 continue
         if args.force:

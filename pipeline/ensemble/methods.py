@@ -1,0 +1,90 @@
+"""The ensemble's methods over several models' fold predictions:
+
+  fusion      weighted mean of the models' per-whale kNN scores;
+  classifier  a softmax classifier over the models' concatenated embeddings: for fold k it trains on
+              fold k's training photos only, predicts fold k's validation photos (out of fold) and
+              test, test averaged over the fold classifiers that know the whale;
+  blend       blend_weight * fusion + (1 - blend_weight) * classifier probability.
+
+Pseudo-labels are chosen per fold: fold k's second-round classifier learns only test photos that fold
+k's first-round classifier (which never saw fold k's validation photos) was confident about.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import columns as C
+from pipeline.io.paths import embedding_dir
+from pipeline.retrieval.scores import fuse
+
+METHODS = ("fusion", "classifier", "blend")
+
+
+def fusion(oofs: list[pd.DataFrame], tests: list[pd.DataFrame], weights: list[float], folds: pd.DataFrame):
+    fold_of = folds.set_index(C.IMAGE)[C.FOLD]
+    oof = fuse([o.drop(columns=C.FOLD) for o in oofs], weights)
+    return oof.assign(**{C.FOLD: oof[C.IMAGE].map(fold_of)}), fuse(tests, weights)
+
+
+def classifier_fold(work, models: list[dict], folds: pd.DataFrame, fold: int, test_names, cfg: dict,
+                    extra: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, set]:
+    """Fold k's classifier: (out-of-fold table, test table, its classes). `extra` (Image, Id) are
+    pseudo-labelled test photos added to its training."""
+    from pipeline.ensemble.classifier import predict_proba, top_table, train_classifier
+    from pipeline.ensemble.features import concatenated, mirrored
+
+    ccfg, keep = cfg["ensemble"]["classifier"], cfg["knn"]["keep_top"]
+    weights = [m["weight"] for m in models]
+    dirs = [embedding_dir(work, m["name"], fold) for m in models]
+    train = folds[(folds[C.ID] != C.NEW_WHALE) & (folds[C.FOLD] != fold)]
+    val = folds[folds[C.FOLD] == fold]
+    x = concatenated(dirs, weights, train[C.IMAGE], C.TRAIN)
+    ids = train[C.ID].to_numpy()
+    if extra is not None and len(extra):
+        x = np.concatenate([x, concatenated(dirs, weights, extra[C.IMAGE], C.TEST)])
+        ids = np.concatenate([ids, extra[C.ID].to_numpy()])
+    classes = np.array(sorted(set(ids)))
+    y = np.searchsorted(classes, ids)
+    if ccfg["flips"]:
+        dims = [np.load(Path(d) / "test.npy", mmap_mode="r").shape[1] for d in dirs]
+        x = np.concatenate([x, mirrored(x, dims)])
+        y = np.concatenate([y, y + len(classes)])
+    model = train_classifier(x, y, len(classes) * (2 if ccfg["flips"] else 1), ccfg, seed=int(cfg["seed"]) + fold)
+    n = len(classes)  # mirrored classes compete in the softmax but are never answers
+    val_p = predict_proba(model, concatenated(dirs, weights, val[C.IMAGE], C.TRAIN))[:, :n]
+    test_p = predict_proba(model, concatenated(dirs, weights, test_names, C.TEST))[:, :n]
+    return (top_table(val_p, classes, val[C.IMAGE], keep).assign(**{C.FOLD: fold}),
+            top_table(test_p, classes, test_names, keep), set(classes))
+
+
+def pseudo_labels(test: pd.DataFrame, min_score: float) -> pd.DataFrame:
+    """Test photos whose best whale scores at least min_score, with that whale."""
+    best = test.sort_values([C.IMAGE, C.SCORE], ascending=[True, False]).drop_duplicates(C.IMAGE)
+    chosen = best[best[C.SCORE] >= min_score]
+    return chosen[[C.IMAGE, C.ID]].reset_index(drop=True)
+
+
+def classifier(work, models, folds, fold_list, test_names, cfg) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(out-of-fold table, test table, pseudo-labels per fold) of the classifier method."""
+    pseudo_cfg = cfg["ensemble"]["pseudo_labels"]
+    oofs, tests, known, chosen = [], [], [], {}
+    for fold in fold_list:
+        oof, test, classes = classifier_fold(work, models, folds, fold, test_names, cfg)
+        if pseudo_cfg["enabled"]:
+            # Chosen by this fold's own classifier: fold k's validation labels never reach fold k.
+            chosen[fold] = pseudo_labels(test, float(pseudo_cfg["min_score"]))
+            oof, test, classes = classifier_fold(work, models, folds, fold, test_names, cfg, chosen[fold])
+        oofs.append(oof)
+        tests.append(test)
+        known.append(classes)
+    return pd.concat(oofs, ignore_index=True), fuse(tests, known=known), chosen
+
+
+def blend(fusion_result, classifier_result, weight: float, folds: pd.DataFrame):
+    fold_of = folds.set_index(C.IMAGE)[C.FOLD]
+    oof = fuse([fusion_result[0].drop(columns=C.FOLD), classifier_result[0].drop(columns=C.FOLD)], [weight, 1 - weight])
+    return oof.assign(**{C.FOLD: oof[C.IMAGE].map(fold_of)}), fuse([fusion_result[1], classifier_result[1]],
+                                                                   [weight, 1 - weight])

@@ -1,0 +1,148 @@
+"""The one retriever: gallery embeddings in, one score per known whale out (plus, when asked, each
+candidate's best-matching gallery photos from the same search that scored it). knn, the ensemble,
+identify, the web page and the report all go through it.
+
+    retriever = Retriever.from_config(cfg)
+    result = retriever.search(fold_gallery(vectors, folds, fold), queries, names, photos=3)
+    result.scores   # Image, Id, score: each query's best knn.keep_top whales, best first
+    result.photos   # Image, Id, photo, similarity: each candidate's best gallery photos
+
+Aggregation (`knn.aggregation`): `max`, a whale scores its best photo's cosine; `centroid`, a whale
+scores the cosine to the mean of its photos' embeddings (the 3rd-place humpback solution). Optional
+post-processing, each a config key (retrieval/rerank.py): database-side augmentation (`knn.dba_k`),
+alpha query expansion (`knn.qe_k`, `knn.qe_alpha`) and k-reciprocal re-ranking (`knn.rerank`).
+
+A fold model k searches the gallery it was trained on (the known photos outside fold k) both for its
+validation queries and for test queries, so the out-of-fold scores that fit the new_whale policy and
+the test scores it is applied to share one scale; `fuse_folds` averages a whale's score over the fold
+models that know it (a model whose gallery lacks the whale abstains instead of voting a floor).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline import columns as C
+from pipeline.errors import PipelineError
+from pipeline.retrieval.index import search
+from pipeline.retrieval.scores import fuse, rank_whales
+
+AGGREGATIONS = ("max", "centroid")
+
+
+@dataclass
+class Gallery:
+    vectors: np.ndarray  # L2-normalised, one row per photo
+    ids: np.ndarray  # whale of each row
+    names: np.ndarray  # photo of each row
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def fold_gallery(vectors: np.ndarray, folds: pd.DataFrame, fold: int) -> Gallery:
+    """Fold model k's gallery: the known-whale photos outside validation fold k (what it trained on).
+    `vectors` are the fold model's embeddings of folds' photos, in folds' row order."""
+    mask = ((folds[C.ID] != C.NEW_WHALE) & (folds[C.FOLD] != fold)).to_numpy()
+    return Gallery(vectors[mask], folds[C.ID].to_numpy()[mask], folds[C.IMAGE].to_numpy()[mask])
+
+
+@dataclass
+class Retrieval:
+    scores: pd.DataFrame  # Image, Id, score
+    photos: pd.DataFrame | None = None  # Image, Id, photo, similarity (best first per candidate)
+
+
+class Retriever:
+    def __init__(self, knn_cfg: dict, seed: int = 0):
+        self.cfg, self.seed = knn_cfg, int(seed)
+        if knn_cfg["aggregation"] not in AGGREGATIONS:
+            raise PipelineError(f"unknown aggregation {knn_cfg['aggregation']!r}; use {' or '.join(AGGREGATIONS)}",
+                                "knn.aggregation")
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Retriever":
+        return cls(cfg["knn"], cfg["seed"])
+
+    def _index_options(self) -> dict:
+        k = self.cfg
+        return {"kind": k["index"], "nlist": k["nlist"], "nprobe": k["nprobe"], "seed": self.seed}
+
+    def search(self, gallery: Gallery, queries: np.ndarray, names, photos: int = 0) -> Retrieval:
+        from pipeline.retrieval import rerank
+
+        names = np.asarray(names)
+        if len(gallery) == 0:
+            raise PipelineError("the gallery holds no known-whale photo", "folds file")
+        vectors, queries = rerank.augment(gallery.vectors, queries, self.cfg, self._index_options())
+        if self.cfg["aggregation"] == "centroid":
+            whales, centroids = whale_centroids(vectors, gallery.ids)
+            sims, idx = search(centroids, queries, self.cfg["keep_top"], **self._index_options())
+            codes, scores = idx, sims
+        else:
+            sims, idx = search(vectors, queries, self.cfg["neighbours"], **self._index_options())
+            sims, idx = rerank.rescore(vectors, queries, sims, idx, self.cfg, self._index_options())
+            whales, gallery_codes = np.unique(gallery.ids, return_inverse=True)
+            codes, scores = rank_whales(sims, idx, gallery_codes, int(self.cfg["keep_top"]))
+        q, r = np.nonzero(codes >= 0)
+        table = pd.DataFrame({C.IMAGE: names[q], C.ID: whales[codes[q, r]], C.SCORE: scores[q, r].astype(np.float32)})
+        if not photos:
+            return Retrieval(table)
+        if self.cfg["aggregation"] == "centroid":
+            return Retrieval(table, photos_by_similarity(vectors, gallery, queries, names, table, photos))
+        return Retrieval(table, photos_from_neighbours(sims, idx, gallery, names, table, photos))
+
+
+def whale_centroids(vectors: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(whales, their L2-normalised mean embeddings)."""
+    whales, codes = np.unique(ids, return_inverse=True)
+    sums = np.zeros((len(whales), vectors.shape[1]), dtype=np.float64)
+    np.add.at(sums, codes, vectors)
+    sums /= np.maximum(1e-12, np.linalg.norm(sums, axis=1, keepdims=True))
+    return whales, sums.astype(np.float32)
+
+
+def photos_from_neighbours(sims, idx, gallery: Gallery, names, table: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Each candidate's gallery photos among the query's neighbours, best first: the search that scored it."""
+    rows = []
+    wanted = set(zip(table[C.IMAGE], table[C.ID]))
+    for q, name in enumerate(names):
+        taken: dict[str, int] = {}
+        for s, i in zip(sims[q], idx[q]):
+            if i < 0:
+                continue
+            whale = gallery.ids[i]
+            if (name, whale) in wanted and taken.get(whale, 0) < n:
+                taken[whale] = taken.get(whale, 0) + 1
+                rows.append((name, whale, gallery.names[i], float(s)))
+    return pd.DataFrame(rows, columns=[C.IMAGE, C.ID, "photo", "similarity"])
+
+
+def photos_by_similarity(vectors, gallery: Gallery, queries, names, table: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Each candidate's n gallery photos most similar to the query (centroid aggregation)."""
+    rows = []
+    position = {name: q for q, name in enumerate(names)}
+    by_whale = pd.Series(np.arange(len(gallery))).groupby(gallery.ids).apply(np.asarray)
+    for name, whale in zip(table[C.IMAGE], table[C.ID]):
+        members = by_whale[whale]
+        sims = vectors[members] @ queries[position[name]]
+        for j in np.argsort(-sims, kind="stable")[:n]:
+            rows.append((name, whale, gallery.names[members[j]], float(sims[j])))
+    return pd.DataFrame(rows, columns=[C.IMAGE, C.ID, "photo", "similarity"])
+
+
+def fuse_folds(tables: list[pd.DataFrame], known: list[set]) -> pd.DataFrame:
+    """Test scores of several fold models: a whale's mean over the fold models whose gallery holds it."""
+    return fuse(tables, known=known)
+
+
+def merge_photos(tables: list[pd.DataFrame | None], n: int) -> pd.DataFrame:
+    """Best photos per (query, whale) over several searches (fold models, models), best first."""
+    tables = [t for t in tables if t is not None and len(t)]
+    if not tables:
+        return pd.DataFrame(columns=[C.IMAGE, C.ID, "photo", "similarity"])
+    merged = pd.concat(tables, ignore_index=True).sort_values("similarity", ascending=False, kind="stable")
+    merged = merged.drop_duplicates([C.IMAGE, C.ID, "photo"])
+    return merged.groupby([C.IMAGE, C.ID], sort=False).head(n).reset_index(drop=True)
