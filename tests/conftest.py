@@ -19,9 +19,18 @@ def tiny_synth(tmp_path_factory):
     return root
 
 
-def write_layout(root: Path, train_rows, test_names, make_images=True):
-    """Write a minimal Kaggle layout with tiny valid JPEGs; returns root."""
+def write_layout(root: Path, train_rows, test_names, make_images=True, distinct=False):
+    """Write a minimal Kaggle layout with tiny valid JPEGs (one flat colour, or random noise per photo
+    when `distinct`, so that no two are near-duplicates); returns root."""
+    import numpy as np
     from PIL import Image
+
+    rng = np.random.default_rng(0)
+
+    def photo():
+        if distinct:
+            return Image.fromarray(rng.integers(0, 256, size=(24, 32, 3), dtype=np.uint8))
+        return Image.new("RGB", (32, 24), (10, 20, 30))
 
     (root / "train").mkdir(parents=True, exist_ok=True)
     (root / "test").mkdir(parents=True, exist_ok=True)
@@ -31,9 +40,9 @@ def write_layout(root: Path, train_rows, test_names, make_images=True):
         "Image,Id\n" + "".join(f"{n},new_whale w_1 w_2 w_3 w_4\n" for n in test_names))
     if make_images:
         for name, _ in train_rows:
-            Image.new("RGB", (32, 24), (10, 20, 30)).save(root / "train" / name)
+            photo().save(root / "train" / name)
         for name in test_names:
-            Image.new("RGB", (32, 24), (10, 20, 30)).save(root / "test" / name)
+            photo().save(root / "test" / name)
     return root
 
 

@@ -104,3 +104,24 @@ def test_list_models_and_unknown_method(two_models, capsys):
     assert capsys.readouterr().out.split() == ["demo_triplet", "test_arcface"]
     write_ensemble(configs, methods="[fusion, stacking]")
     assert main(["ensemble", "--work", str(work), "--configs", str(configs), "--folds-file", folds_file]) == 2
+
+
+def test_identify_with_several_models_scores_as_the_ensemble_fusion(two_models, trained_tiny, capsys):
+    """Several models: identify fuses them with the ensemble's weights and uses the fusion's own policy."""
+    data, _ = trained_tiny
+    work, configs, folds_file, sets = two_models
+    write_ensemble(configs)
+    assert main(["ensemble", "--work", str(work), "--configs", str(configs), "--folds-file", folds_file, *sets]) == 0
+    fused = pd.read_parquet(work / "predictions" / "ensemble_fusion" / "test.parquet")
+    policy = json.loads((work / "predictions" / "ensemble_fusion" / "threshold.json").read_text())
+    name = sorted(fused[C.IMAGE].unique())[0]
+    capsys.readouterr()
+    assert main(["identify", str(data / "test" / name), "--work", str(work), "--models", "demo_triplet",
+                 "test_arcface", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["threshold"] == pytest.approx(policy["threshold"])
+    expected = fused[fused[C.IMAGE] == name].set_index(C.ID)[C.SCORE]
+    for c in answer["results"][0]["top5"]:
+        if c["score"] is not None:
+            assert c["score"] == pytest.approx(float(expected[c["id"]]), abs=1e-3)
+            assert c["photos"]

@@ -7,6 +7,9 @@ Every train photo gets a fold (its validation fold) or TRAIN_ONLY. Whales come i
   validation holds whales its training never saw, as test does; truth = new_whale;
 - new_whale photos: as many go to validation as bring each fold's new_whale share to the target;
   the rest are TRAIN_ONLY.
+Near-duplicate photos of one whale (preprocess's duplicates.csv) move as one unit: a validation photo
+never finds its own copy in training, which would flatter CV. A whale whose photos are all copies of
+one shot counts as a singleton.
 """
 from __future__ import annotations
 
@@ -19,8 +22,30 @@ from pipeline import columns as C
 from pipeline.errors import PipelineError
 
 
+def duplicate_units(train: pd.DataFrame, pairs: pd.DataFrame | None) -> np.ndarray:
+    """A unit number per train photo: photos of one whale joined by near-duplicate pairs share one."""
+    parent = list(range(len(train)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if pairs is not None and len(pairs):
+        position = pd.Series(np.arange(len(train)), index=train[C.IMAGE].to_numpy())
+        ids = train[C.ID].to_numpy()
+        same = pairs[(pairs["split_a"] == C.TRAIN) & (pairs["split_b"] == C.TRAIN)]
+        for a, b in zip(same["image_a"], same["image_b"]):
+            if a in position.index and b in position.index:
+                i, j = int(position[a]), int(position[b])
+                if ids[i] == ids[j] and ids[i] != C.NEW_WHALE:
+                    parent[root(i)] = root(j)
+    return np.array([root(i) for i in range(len(train))])
+
+
 def make_folds(train: pd.DataFrame, n_folds: int = 5, new_whale_share: float = 0.28,
-               holdout_whale_share: float = 0.1, seed: int = 0) -> pd.DataFrame:
+               holdout_whale_share: float = 0.1, seed: int = 0, duplicates: pd.DataFrame | None = None) -> pd.DataFrame:
     if n_folds < 2:
         raise PipelineError(f"folds.n_folds is {n_folds}; cross-validation needs at least 2", "folds config")
     if not 0 <= new_whale_share < 1:
@@ -36,11 +61,14 @@ def make_folds(train: pd.DataFrame, n_folds: int = 5, new_whale_share: float = 0
     unmatched = np.zeros(n_folds, dtype=np.int64)  # of which the truth is new_whale
 
     groups = pd.Series(np.arange(len(train))[known]).groupby(ids[known]).apply(list)
+    unit_of = duplicate_units(train, duplicates)
+    # Each whale's photos as units: lists of photos that must share a fold.
+    units = {w: list(pd.Series(photos).groupby(unit_of[photos]).apply(list)) for w, photos in groups.items()}
     whales = list(groups.index)
     rng.shuffle(whales)
-    multi = [w for w in whales if len(groups[w]) >= 2]
+    multi = [w for w in whales if len(units[w]) >= 2]
     n_holdout = int(round(holdout_whale_share * len(multi)))
-    holdout = set(multi[:n_holdout]) | {w for w in whales if len(groups[w]) == 1}
+    holdout = set(multi[:n_holdout]) | {w for w in whales if len(units[w]) == 1}
 
     def emptiest() -> np.ndarray:  # folds from fewest validation photos up, ties broken at random
         return np.lexsort((rng.random(n_folds), sizes))
@@ -52,12 +80,11 @@ def make_folds(train: pd.DataFrame, n_folds: int = 5, new_whale_share: float = 0
         sizes[k] += len(groups[whale])
         unmatched[k] += len(groups[whale])
     for whale in sorted(set(whales) - holdout, key=lambda w: (-len(groups[w]), whales.index(w))):
-        photos = rng.permutation(groups[whale])
         order = emptiest()
-        for i, photo in enumerate(photos):
+        for i, u in enumerate(rng.permutation(len(units[whale]))):
             k = order[i % n_folds]
-            fold[photo] = k
-            sizes[k] += 1
+            fold[units[whale][u]] = k
+            sizes[k] += len(units[whale][u])
 
     # new_whale photos: enough per fold to reach the wanted share (shared out in proportion when there
     # are too few), the rest train-only.

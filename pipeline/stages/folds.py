@@ -27,12 +27,15 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     cfg = stage_config(args)
     manifest = cache_dir(args.work) / "manifest.parquet"
     stamp = Stamp(args.work, f"folds-{Path(args.folds_file).resolve()}",
-                  fingerprint([manifest], [cfg["folds"], cfg["seed"]]), [args.folds_file])
+                  fingerprint([manifest, cache_dir(args.work) / "duplicates.csv"], [cfg["folds"], cfg["seed"]]),
+                  [args.folds_file])
     if stamp.up_to_date(args.force):
         return summarise(read_folds(args.folds_file))
     train = ImageCache.open(args.work).split(C.TRAIN)
     f = cfg["folds"]
-    folds = make_folds(train, f["n_folds"], f["new_whale_share"], f["holdout_whale_share"], cfg["seed"])
+    pairs_path = cache_dir(args.work) / "duplicates.csv"
+    pairs = pd.read_csv(pairs_path, dtype=str, keep_default_na=False) if pairs_path.is_file() else None
+    folds = make_folds(train, f["n_folds"], f["new_whale_share"], f["holdout_whale_share"], cfg["seed"], pairs)
     write_csv(args.folds_file, folds)
     stamp.write()
     summary = summarise(folds)
