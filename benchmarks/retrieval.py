@@ -1,0 +1,131 @@
+"""The retrieval path on the real sets: this tree against a baseline commit, and the retrieval options
+(aggregation, query expansion, database-side augmentation, k-reciprocal re-ranking) on the same
+embeddings. One command, everything side by side:
+
+    python -m benchmarks.retrieval [--epochs 6] [--folds 5] [--seeds 0 1] [--baseline f33aa05] [--sets nyala lion]
+
+Training runs a fixed number of epochs (not minutes), so the figures do not depend on how busy the
+machine is. For each set and seed: the whole chain (default recipe) in this tree, then knn/ensemble/cv
+again for every retrieval variant on the same trained models; then, for the baseline commit (checked
+out in a temporary git worktree, run with this virtual environment), the same chain. CV MAP@5 chooses;
+MAP@5 against solution.csv is printed for the record and never chooses anything."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+VARIANTS = {  # name -> knn overrides
+    "max (default)": [],
+    "centroid": ["knn.aggregation=centroid"],
+    "alpha-QE k=3": ["knn.qe_k=3"],
+    "DBA k=3": ["knn.dba_k=3"],
+    "DBA + alpha-QE": ["knn.dba_k=3", "knn.qe_k=3"],
+    "k-reciprocal": ["knn.rerank=kreciprocal"],
+}
+
+# Runs one chain in whatever tree is on sys.path (this one, or the baseline's worktree).
+CHAIN = """
+import json, sys
+from pathlib import Path
+import pandas as pd
+from pipeline.chain import run_chain
+from pipeline.config import DEFAULT_MODEL
+from pipeline.io.submission import read_submission, score_submission
+data, work, configs = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+overrides = json.loads(sys.argv[4])
+run_chain(data, work, DEFAULT_MODEL, configs, overrides, folds_file=work / "folds.csv", submission=work / "sub.csv")
+solution = pd.read_csv(data / "solution.csv", dtype=str, keep_default_na=False)
+print(json.dumps({"cv": json.loads((work / "reports" / "cv.json").read_text())["map5"],
+                  "test": score_submission(read_submission(work / "sub.csv"), solution)}))
+"""
+
+
+def chain(tree: Path, data: Path, work: Path, overrides: list[str]) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(tree), "WHALE_PROGRESS": "off"}
+    run = subprocess.run([sys.executable, "-c", CHAIN, str(data), str(work), str(tree / "configs"),
+                          json.dumps(overrides)], cwd=tree, env=env, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"chain failed in {tree}:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def variant(data: Path, work: Path, overrides: list[str]) -> dict:
+    from pipeline.cli import main
+    from pipeline.config import DEFAULT_MODEL
+    from pipeline.io.submission import read_submission, score_submission
+
+    common = ["--work", str(work), "--configs", str(REPO / "configs"), "--folds-file", str(work / "folds.csv"),
+              *(x for o in overrides for x in ("--set", o))]
+    for argv in (["knn", *common, "--model", DEFAULT_MODEL, "--force"],
+                 ["ensemble", *common, "--model", DEFAULT_MODEL, "--force"],
+                 ["submit", *common, "--out", str(work / "variant.csv"), "--force"],
+                 ["cv", *common, "--force"]):
+        if main(argv) != 0:
+            raise RuntimeError(f"{argv[0]} failed for {overrides}")
+    solution = pd.read_csv(data / "solution.csv", dtype=str, keep_default_na=False)
+    return {"cv": json.loads((work / "reports" / "cv.json").read_text())["map5"],
+            "test": score_submission(read_submission(work / "variant.csv"), solution)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--baseline", default=None, help="a commit to compare with (default: none)")
+    parser.add_argument("--sets", nargs="+", default=["nyala", "lion"])
+    args = parser.parse_args()
+    os.environ.setdefault("WHALE_PROGRESS", "off")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-retrieval-") as tmp:
+        baseline = None
+        if args.baseline:
+            baseline = Path(tmp) / "baseline"
+            subprocess.run(["git", "worktree", "add", "--detach", "-q", str(baseline), args.baseline], cwd=REPO, check=True)
+        try:
+            for name in args.sets:
+                data = SHARED / name
+                if not (data / "train.csv").is_file():
+                    print(f"skip {name}: {data} not present")
+                    continue
+                for seed in args.seeds:
+                    overrides = [f"folds.n_folds={args.folds}", f"train.epochs={args.epochs}", f"seed={seed}"]
+                    work = Path(tmp) / f"{name}-{seed}"
+                    result = chain(REPO, data, work, overrides)
+                    rows.append({"set": name, "seed": seed, "code": "this tree", "retrieval": "max (default)", **result})
+                    print(rows[-1], flush=True)
+                    for label, extra in list(VARIANTS.items())[1:]:
+                        rows.append({"set": name, "seed": seed, "code": "this tree", "retrieval": label,
+                                     **variant(data, work, overrides + extra)})
+                        print(rows[-1], flush=True)
+                    if baseline is not None:
+                        result = chain(baseline, data, Path(tmp) / f"{name}-{seed}-baseline", overrides)
+                        rows.append({"set": name, "seed": seed, "code": f"baseline {args.baseline}",
+                                     "retrieval": "max (default)", **result})
+                        print(rows[-1], flush=True)
+        finally:
+            if baseline is not None:
+                subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=REPO)
+    if not rows:
+        return
+    table = pd.DataFrame(rows)
+    table["cv"], table["test"] = table["cv"].round(4), table["test"].round(4)
+    print()
+    print(table.to_string(index=False))
+    summary = table.groupby(["set", "code", "retrieval"], sort=False)[["cv", "test"]].agg(["mean", "min", "max"])
+    print()
+    print(summary.round(4).to_string())
+
+
+if __name__ == "__main__":
+    main()
