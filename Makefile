@@ -27,7 +27,7 @@ DEMO_DATA := $(DEMO_WORK)/data
 DEMO_ARGS := DATA=$(DEMO_DATA) WORK=$(DEMO_WORK) MODEL=demo_triplet PIPELINE=configs/demo.yaml \
              FOLDS_FILE=folds/demo.csv SUBMISSION=submissions/demo.csv
 
-.PHONY: install demo test test-slow gpu-check bench bench-losses synth preprocess folds train embed knn single train-all \
+.PHONY: install demo test test-slow gpu-check bench bench-losses bench-retrieval synth preprocess folds train embed knn single train-all \
         ensemble submit cv all clean report identify serve
 
 install: $(INSTALLED)
@@ -62,6 +62,11 @@ gpu-check: install
 bench: install
 	$(PYTHON) -m benchmarks.speed
 	$(PYTHON) -m benchmarks.real_data --budget $(or $(BUDGET),1)
+
+# This tree against BASELINE (a commit) and every retrieval option, nyala and lion, one table.
+BASELINE ?=
+bench-retrieval: install
+	$(PYTHON) -m benchmarks.retrieval $(if $(BASELINE),--baseline $(BASELINE))
 
 # Every loss recipe on nyala, same backbone, image size and BUDGET minutes per fold (3 folds).
 bench-losses: install
