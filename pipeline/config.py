@@ -73,12 +73,12 @@ DEFAULTS: dict[str, Any] = {
     "loss": {
         "name": "arcface",  # see pipeline/losses: the registry lists every name
         "margin": 0.3,  # arcface/cosface/subcenter: radians or cosine; pair losses: distance margin
-        "scale": 30.0,  # softmax-margin losses
+        "scale": 30.0,  # softmax-margin losses; normface: the scale it starts from and then learns
         "miner": "batch_hard",  # triplet/contrastive: batch_hard, semihard or all
         "beta": 1.2,  # margin loss: initial (learned) boundary
         "temperature": 0.05,  # normalized softmax
         "sub_centers": 3,  # sub-center ArcFace
-        "sphere_margin": 4,  # SphereFace's multiplicative angular margin
+        "sphere_margin": 4,  # SphereFace's and L-Softmax's multiplicative angular margin
         "lr_multiplier": 10.0,  # the class centres learn faster than the backbone
         "margin_min": 0.05,  # dynamic_subcenter_arcface: the margin of the largest class (loss.margin: smallest)
         "margin_power": 0.25,  # dynamic_subcenter_arcface: margin follows class_size ** -power

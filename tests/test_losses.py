@@ -62,8 +62,8 @@ def test_unknown_loss_and_miner_are_clear_errors():
 
 
 def test_registry_has_the_losses_of_the_field():
-    assert {"arcface", "cosface", "sphereface", "subcenter_arcface", "normsoftmax", "triplet", "contrastive",
-            "npair", "margin"} <= set(LOSSES)
+    assert {"arcface", "cosface", "sphereface", "lsoftmax", "subcenter_arcface", "normsoftmax", "normface",
+            "triplet", "contrastive", "npair", "margin"} <= set(LOSSES)
     assert DEFAULTS["loss"]["name"] in LOSSES
 
 
@@ -175,3 +175,48 @@ def test_divide_and_conquer_trains_one_slice_per_batch():
     assert x.grad[:, :8].abs().sum() > 0
     with pytest.raises(PipelineError, match="does not split into 3"):
         build_loss(load_config([], ["divide.clusters=3"]), 6, 16)
+
+
+def test_normface_learns_its_scale_and_matches_hand_computation():
+    import math
+
+    cfg = load_config([], ["loss.name=normface", "loss.scale=5.0"])
+    loss = build_loss(cfg, num_classes=2, embedding_dim=2)
+    inner = loss.loss  # inside the new_whale wrapper
+    with torch.no_grad():
+        inner.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 3.0]]))  # normalised: e1, e2
+    x = torch.tensor([[3.0, 4.0]])  # cos to class 0: 0.6, to class 1: 0.8
+    value = loss(x, torch.tensor([0]))
+    p0 = math.exp(5 * 0.6) / (math.exp(5 * 0.6) + math.exp(5 * 0.8))
+    assert float(value.detach()) == pytest.approx(-math.log(p0), rel=1e-5)
+    value.backward()
+    # d loss / d s = sum_c p_c cos_c - cos_target: the scale is a parameter that learns.
+    assert float(inner.scale.grad) == pytest.approx(p0 * 0.6 + (1 - p0) * 0.8 - 0.6, rel=1e-4)
+    assert any(p is inner.scale for p in loss.parameters())
+
+
+def test_l_softmax_matches_hand_computation():
+    """L-Softmax with m = 2: the target logit is |W_y| |x| psi(theta), psi(theta) = (-1)^k cos(2 theta) - 2k
+    for theta in [k pi/2, (k+1) pi/2]; the other logits are |W_j| |x| cos(theta_j)."""
+    import math
+
+    cfg = load_config([], ["loss.name=lsoftmax", "loss.sphere_margin=2"])
+    loss = build_loss(cfg, num_classes=2, embedding_dim=2)
+    inner = loss.loss
+    with torch.no_grad():
+        inner.W.copy_(torch.tensor([[2.0, 0.0], [0.0, 1.0]]).T)  # columns: class weights (2, 0) and (0, 1)
+    x = torch.tensor([[1.0, 1.0]])  # |x| = sqrt 2, 45 degrees from both
+    value = loss(x, torch.tensor([0]))
+    theta = math.pi / 4  # k = 0: psi = cos(2 theta) = 0
+    target = 2 * math.sqrt(2) * math.cos(2 * theta)
+    other = 1 * math.sqrt(2) * math.cos(theta)
+    expected = -math.log(math.exp(target) / (math.exp(target) + math.exp(other)))
+    assert float(value) == pytest.approx(expected, rel=1e-4)
+    # Past 90 degrees (k = 1): psi = -cos(2 theta) - 2.
+    x = torch.tensor([[-1.0, 3.0 ** 0.5]])  # 120 degrees from class 0, |x| = 2
+    value = loss(x, torch.tensor([0]))
+    theta = 2 * math.pi / 3
+    target = 2 * 2 * (-math.cos(2 * theta) - 2)
+    other = 1 * 2 * math.cos(math.pi / 6)
+    expected = -math.log(math.exp(target) / (math.exp(target) + math.exp(other)))
+    assert float(value) == pytest.approx(expected, rel=1e-4)

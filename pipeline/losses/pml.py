@@ -101,6 +101,16 @@ def sphereface(loss_cfg, num_classes, embedding_dim, class_counts):
                                  margin=int(loss_cfg["sphere_margin"]), scale=float(loss_cfg["scale"]))
 
 
+@register("lsoftmax", new_whale="drop")
+def lsoftmax(loss_cfg, num_classes, embedding_dim, class_counts):
+    """L-Softmax (Liu et al., ICML 2016): SphereFace's multiplicative angular margin psi(m * theta) on
+    the target logit, with unnormalised weights and embeddings (the logits keep |W| |x|)."""
+    from pytorch_metric_learning import losses
+
+    return losses.LargeMarginSoftmaxLoss(num_classes=num_classes, embedding_size=embedding_dim,
+                                         margin=int(loss_cfg["sphere_margin"]), scale=1.0)
+
+
 @register("subcenter_arcface", new_whale="drop")
 def subcenter_arcface(loss_cfg, num_classes, embedding_dim, class_counts):
     from pytorch_metric_learning import losses
