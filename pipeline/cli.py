@@ -14,6 +14,7 @@ from pipeline.errors import PipelineError
 
 STAGES = {
     "synth": "write the built-in synthetic data set",
+    "boxes": "learn a fluke detector from boxed photos (whale boxes train)",
     "preprocess": "validate the Kaggle layout and cache resized photos",
     "folds": "cross-validation folds shaped like test",
     "train": "train a model config on each fold",

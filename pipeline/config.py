@@ -29,8 +29,20 @@ DEFAULTS: dict[str, Any] = {
         "workers": 2,
         # A CSV Image,x0,y0,x1,y1 of fluke boxes in original pixels; photos it lists are cropped to them.
         "boxes": None,
+        # A box model from `whale boxes train` (WORK/boxes/model.pt): photos without a box in
+        # preprocess.boxes are cropped to the box it predicts.
+        "boxes_model": None,
         # Crop the other photos to the subject found against the border colour (see data/crop.py).
         "auto_crop": False,
+    },
+    "boxes": {
+        # The learned fluke detector (`whale boxes train`): a box regressor on a timm backbone.
+        "backbone": "test_resnet",
+        "pretrained": False,
+        "image_size": 128,  # photos are stretched to this square
+        "epochs": 40,
+        "lr": 0.003,
+        "batch_size": 32,
     },
     "duplicates": {
         # Photos whose 64-bit perceptual hashes differ in at most this many bits count as duplicates.

@@ -120,7 +120,8 @@ def _water(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return img.clip(0, 255)
 
 
-def render_photo(fluke: Fluke, rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+def render_photo(fluke: Fluke, rng: np.random.Generator, size: tuple[int, int]) -> tuple[Image.Image, tuple]:
+    """The photo, and the fluke's true bounding box in it (x0, y0, x1, y1; pixels, x1/y1 exclusive)."""
     h, w = size
     background = Image.fromarray(_water(rng, h, w).astype(np.uint8))
     # Pose: the fluke fills 75-98% of the width, tilted, squeezed as if seen from an angle.
@@ -137,6 +138,9 @@ def render_photo(fluke: Fluke, rng: np.random.Generator, size: tuple[int, int]) 
     fluke_img = Image.fromarray(fluke.rgba, "RGBA")
     placed = fluke_img.transform((w, h), Image.AFFINE, (a, b, c, d, e, f), resample=Image.BILINEAR)
     placed_arr = np.asarray(placed).astype(np.float32)
+    rows, cols = np.nonzero(placed_arr[..., 3] > 127)
+    box = (float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1)) if len(rows) \
+        else (0.0, 0.0, float(w), float(h))
     # Lighting: brightness, contrast and a colour cast on the animal.
     gain = rng.uniform(0.75, 1.15)
     rgb = (placed_arr[..., :3] - 128) * rng.uniform(0.8, 1.15) + 128 * gain
@@ -156,11 +160,13 @@ def render_photo(fluke: Fluke, rng: np.random.Generator, size: tuple[int, int]) 
         x0, y0 = rng.uniform(0, 0.08) * w, rng.uniform(0, 0.08) * h
         x1, y1 = w - rng.uniform(0, 0.08) * w, h - rng.uniform(0, 0.08) * h
         img = img.crop((int(x0), int(y0), int(x1), int(y1)))
+        box = (max(0.0, box[0] - int(x0)), max(0.0, box[1] - int(y0)),
+               min(float(img.width), box[2] - int(x0)), min(float(img.height), box[3] - int(y0)))
     if rng.random() < 0.3:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
     if rng.random() < 0.3:  # about a third of the competition's photos were grayscale
         img = img.convert("L").convert("RGB")
-    return img
+    return img, box
 
 
 # ---------------------------------------------------------------- the data set
@@ -176,7 +182,8 @@ def _name(rng: np.random.Generator, used: set[str], length: int, prefix: str = "
 
 def make_dataset(out: str | Path, spec: SynthSpec = SynthSpec(), label_file: Path | None = None,
                  progress: bool = True) -> dict:
-    """Write train/, test/, train.csv, sample_submission.csv and solution.csv under `out`."""
+    """Write train/, test/, train.csv, sample_submission.csv, solution.csv and boxes.csv (every photo's
+    true fluke box, Image,x0,y0,x1,y1: ground truth for the box model, like solution.csv) under `out`."""
     out = Path(out)
     rng = np.random.default_rng(spec.seed)
     counts, probs = photo_count_distribution(label_file, spec.max_photos)
@@ -204,6 +211,7 @@ def make_dataset(out: str | Path, spec: SynthSpec = SynthSpec(), label_file: Pat
 
     flukes: dict[str, Fluke] = {}
     rows = {C.TRAIN: [], C.TEST: []}
+    true_boxes: list[tuple] = []
     iterator = jobs
     if progress:
         from pipeline.progress import track
@@ -213,18 +221,20 @@ def make_dataset(out: str | Path, spec: SynthSpec = SynthSpec(), label_file: Pat
             flukes[key] = make_fluke(np.random.default_rng(rng.integers(2**63)))
         h, w = spec.photo_size
         size = (int(h * rng.uniform(0.85, 1.1)), int(w * rng.uniform(0.9, 1.15)))
-        img = render_photo(flukes[key], rng, size)
+        img, box = render_photo(flukes[key], rng, size)
         name = _name(rng, used_names, 9) + ".jpg"
         path = out / split / name
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             img.save(tmp, format="JPEG", quality=int(rng.integers(75, 95)))
         rows[split].append((name, label))
+        true_boxes.append((name, *(round(v, 1) for v in box)))
 
     train = pd.DataFrame(rows[C.TRAIN], columns=[C.IMAGE, C.ID]).sample(frac=1, random_state=spec.seed)
     test = pd.DataFrame(rows[C.TEST], columns=[C.IMAGE, C.ID]).sort_values(C.IMAGE)
     write_csv(out / "train.csv", train)
     write_csv(out / "solution.csv", test)
+    write_csv(out / "boxes.csv", pd.DataFrame(true_boxes, columns=[C.IMAGE, "x0", "y0", "x1", "y1"]))
     placeholder = " ".join([C.NEW_WHALE] + [f"w_{i:07d}" for i in range(C.SUBMISSION_LABELS - 1)])
     write_csv(out / "sample_submission.csv", test.assign(**{C.ID: placeholder}))
     return {"train": len(train), "test": len(test), "whales": spec.n_whales,

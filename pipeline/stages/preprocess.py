@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> dict:
     size = tuple(int(v) for v in pre["image_size"])
     layout = read_layout(args.data)
     boxes = read_boxes(pre["boxes"]) if pre["boxes"] else {}
+    box_inputs = [p for p in (pre["boxes"], pre["boxes_model"]) if p]
     started = time.time()
     out = cache_dir(args.work)
     photos = [layout.train_dir / n for n in layout.train[C.IMAGE]] + [layout.test_dir / n for n in layout.test[C.IMAGE]]
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> dict:
                out / "preprocess.json"]
     stamp = Stamp(args.work, "preprocess",
                   fingerprint([layout.root / "train.csv", layout.root / "sample_submission.csv", *photos,
-                               *([pre["boxes"]] if pre["boxes"] else [])],
+                               *box_inputs],
                               [pre["image_size"], pre["auto_crop"], dup]), outputs)
     if stamp.up_to_date(args.force):
         return {}
@@ -88,6 +89,14 @@ def run(args: argparse.Namespace) -> dict:
     if unknown:
         raise PipelineError(f"{len(unknown)} box(es) name photos that are in neither train.csv nor "
                             f"sample_submission.csv (first: {unknown[0]})", pre["boxes"])
+    if pre["boxes_model"]:
+        # The learned detector boxes every photo the boxes file does not (manual boxes win).
+        from pipeline.detection.fit import load_box_model, predict_boxes
+
+        unboxed = {p.name: p for p in photos if p.name not in boxes}
+        predicted = predict_boxes(load_box_model(pre["boxes_model"]), unboxed)
+        boxes = {**{r[0]: tuple(r[1:]) for r in predicted.itertuples(index=False)}, **boxes}
+        log.info("box model %s: boxes predicted for %d photos", pre["boxes_model"], len(unboxed))
     # Where each photo came from, to name the file and row when it cannot be read.
     sources = [(layout.root / "train.csv", i + 2) for i in range(len(layout.train))] + \
               [(layout.root / "sample_submission.csv", i + 2) for i in range(len(layout.test))]
