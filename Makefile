@@ -27,7 +27,7 @@ DEMO_DATA := $(DEMO_WORK)/data
 DEMO_ARGS := DATA=$(DEMO_DATA) WORK=$(DEMO_WORK) MODEL=demo_triplet PIPELINE=configs/demo.yaml \
              FOLDS_FILE=folds/demo.csv SUBMISSION=submissions/demo.csv
 
-.PHONY: install demo test test-slow gpu-check bench bench-losses bench-retrieval synth preprocess folds train embed knn single train-all \
+.PHONY: install demo test test-slow gpu-check bench bench-losses bench-retrieval bench-boxes boxes synth preprocess folds train embed knn single train-all \
         ensemble submit cv all clean report identify serve
 
 install: $(INSTALLED)
@@ -68,12 +68,22 @@ BASELINE ?=
 bench-retrieval: install
 	$(PYTHON) -m benchmarks.retrieval $(if $(BASELINE),--baseline $(BASELINE))
 
+# The learned fluke detector on the synthetic set (true boxes known): IoU against the border-colour crop.
+bench-boxes: install
+	$(PYTHON) -m benchmarks.boxes
+
 # Every loss recipe on nyala, same backbone, image size and BUDGET minutes per fold (3 folds).
 bench-losses: install
 	$(PYTHON) -m benchmarks.losses --budget $(or $(BUDGET),0.75)
 
 synth: install
 	$(WHALE) synth --out $(DATA)
+
+# Learn a fluke detector from BOXES (a CSV Image,x0,y0,x1,y1 of the photos you boxed), then
+# make preprocess SET="preprocess.boxes_model=$(WORK)/boxes/model.pt preprocess.boxes=$(BOXES)".
+BOXES ?=
+boxes: install
+	$(WHALE) boxes train --data $(DATA) $(COMMON) --boxes $(BOXES)
 
 preprocess: install
 	$(WHALE) preprocess --data $(DATA) $(COMMON)

@@ -19,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +32,8 @@ VARIANTS = {  # name -> knn overrides
     "DBA k=3": ["knn.dba_k=3"],
     "DBA + alpha-QE": ["knn.dba_k=3", "knn.qe_k=3"],
     "k-reciprocal": ["knn.rerank=kreciprocal"],
+    "verification head": ["knn.verify=true"],
+    "verification blend 0.5": ["knn.verify=true", "knn.verify_weight=0.5"],
 }
 
 # Runs one chain in whatever tree is on sys.path (this one, or the baseline's worktree).
@@ -73,8 +76,28 @@ def variant(data: Path, work: Path, overrides: list[str]) -> dict:
         if main(argv) != 0:
             raise RuntimeError(f"{argv[0]} failed for {overrides}")
     solution = pd.read_csv(data / "solution.csv", dtype=str, keep_default_na=False)
-    return {"cv": json.loads((work / "reports" / "cv.json").read_text())["map5"],
-            "test": score_submission(read_submission(work / "variant.csv"), solution)}
+    out = {"cv": json.loads((work / "reports" / "cv.json").read_text())["map5"],
+           "test": score_submission(read_submission(work / "variant.csv"), solution)}
+    if "knn.verify=true" in overrides and "knn.verify_weight=0.5" not in overrides:
+        out.update(calibration(work, DEFAULT_MODEL))
+    return out
+
+
+def calibration(work: Path, model: str) -> dict:
+    """Brier score and reliability of the verified probabilities on out-of-fold (query, whale) pairs:
+    the label is whether the whale is the query's true one."""
+    from pipeline import columns as C
+    from pipeline.data.folds import read_folds
+
+    oof = pd.read_parquet(work / "predictions" / model / "oof.parquet")
+    truth = read_folds(work / "folds.csv").set_index(C.IMAGE)[C.TRUTH]
+    y = (oof[C.ID].to_numpy() == truth.reindex(oof[C.IMAGE]).to_numpy()).astype(float)
+    p = oof[C.SCORE].to_numpy(dtype=float)
+    bins = pd.cut(p, np.linspace(0, 1, 6), include_lowest=True)
+    table = pd.DataFrame({"p": p, "y": y, "bin": bins}).groupby("bin", observed=True).agg(
+        pairs=("y", "size"), mean_p=("p", "mean"), share_same=("y", "mean")).round(3)
+    print(f"reliability of the verification head on out-of-fold pairs ({work.name}):\n{table.to_string()}", flush=True)
+    return {"brier": round(float(np.mean((p - y) ** 2)), 4), "pairs": int(len(y))}
 
 
 def main() -> None:
@@ -84,6 +107,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--baseline", default=None, help="a commit to compare with (default: none)")
     parser.add_argument("--sets", nargs="+", default=["nyala", "lion"])
+    parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS)[1:],
+                        help="the retrieval options to run (default: all)")
     args = parser.parse_args()
     os.environ.setdefault("WHALE_PROGRESS", "off")
     rows = []
@@ -105,6 +130,8 @@ def main() -> None:
                     rows.append({"set": name, "seed": seed, "code": "this tree", "retrieval": "max (default)", **result})
                     print(rows[-1], flush=True)
                     for label, extra in list(VARIANTS.items())[1:]:
+                        if args.variants is not None and label not in args.variants:
+                            continue
                         rows.append({"set": name, "seed": seed, "code": "this tree", "retrieval": label,
                                      **variant(data, work, overrides + extra)})
                         print(rows[-1], flush=True)

@@ -165,6 +165,17 @@ DEFAULTS: dict[str, Any] = {
         "k1": 20,
         "k2": 6,
         "lambda": 0.3,
+        # A siamese verification head (retrieval/verification.py), trained per fold on pairs of the
+        # gallery's photos, re-scores each query's verify_top whales with P(same whale).
+        "verify": False,
+        "verify_top": 10,
+        "verify_photos": 3,  # best-matching photos per candidate whale it compares
+        "verify_positives": 5,  # same-whale pairs per photo
+        "verify_negatives": 5,  # nearest other-whale photos per photo (hard negatives)
+        "verify_hidden": 256,
+        "verify_epochs": 20,
+        "verify_lr": 0.001,
+        "verify_weight": 1.0,  # 1: the probability alone; below 1, blended with the retrieval score
     },
     "threshold": {
         "grid": 201,  # candidate new_whale thresholds tried between the score extremes

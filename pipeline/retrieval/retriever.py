@@ -32,21 +32,26 @@ from pipeline.retrieval.scores import fuse, rank_whales
 AGGREGATIONS = ("max", "centroid")
 
 
-@dataclass
+@dataclass(eq=False)
 class Gallery:
     vectors: np.ndarray  # L2-normalised, one row per photo
     ids: np.ndarray  # whale of each row
     names: np.ndarray  # photo of each row
+    negatives: np.ndarray | None = None  # train's new_whale photos beside it (verification negatives)
 
     def __len__(self) -> int:
         return len(self.ids)
 
 
 def fold_gallery(vectors: np.ndarray, folds: pd.DataFrame, fold: int) -> Gallery:
-    """Fold model k's gallery: the known-whale photos outside validation fold k (what it trained on).
-    `vectors` are the fold model's embeddings of folds' photos, in folds' row order."""
-    mask = ((folds[C.ID] != C.NEW_WHALE) & (folds[C.FOLD] != fold)).to_numpy()
-    return Gallery(vectors[mask], folds[C.ID].to_numpy()[mask], folds[C.IMAGE].to_numpy()[mask])
+    """Fold model k's gallery: the known-whale photos outside validation fold k (what it trained on),
+    and train's new_whale photos outside fold k as negatives. `vectors` are the fold model's embeddings
+    of folds' photos, in folds' row order."""
+    outside = (folds[C.FOLD] != fold).to_numpy()
+    known = (folds[C.ID] != C.NEW_WHALE).to_numpy()
+    mask = known & outside
+    return Gallery(vectors[mask], folds[C.ID].to_numpy()[mask], folds[C.IMAGE].to_numpy()[mask],
+                   vectors[~known & outside])
 
 
 @dataclass
@@ -61,6 +66,9 @@ class Retriever:
         if knn_cfg["aggregation"] not in AGGREGATIONS:
             raise PipelineError(f"unknown aggregation {knn_cfg['aggregation']!r}; use {' or '.join(AGGREGATIONS)}",
                                 "knn.aggregation")
+        if knn_cfg["verify"] and knn_cfg["aggregation"] != "max":
+            raise PipelineError("the verification head re-scores photo neighbours: use aggregation max", "knn.verify")
+        self._heads: dict = {}  # gallery -> its verification head, trained once
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Retriever":
@@ -88,6 +96,13 @@ class Retriever:
             codes, scores = rank_whales(sims, idx, gallery_codes, int(self.cfg["keep_top"]))
         q, r = np.nonzero(codes >= 0)
         table = pd.DataFrame({C.IMAGE: names[q], C.ID: whales[codes[q, r]], C.SCORE: scores[q, r].astype(np.float32)})
+        if self.cfg["verify"]:
+            from pipeline.retrieval.verification import fit_head, rescore as verify
+
+            if gallery not in self._heads:
+                self._heads[gallery] = fit_head(vectors, gallery.ids, gallery.negatives, self.cfg,
+                                                self._index_options(), self.seed)
+            table = verify(self._heads[gallery], queries, names, vectors, gallery.ids, sims, idx, table, self.cfg)
         if not photos:
             return Retrieval(table)
         if self.cfg["aggregation"] == "centroid":
