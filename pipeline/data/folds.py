@@ -80,8 +80,9 @@ def make_folds(train: pd.DataFrame, n_folds: int = 5, new_whale_share: float = 0
         sizes[k] += len(groups[whale])
         unmatched[k] += len(groups[whale])
     for whale in sorted(set(whales) - holdout, key=lambda w: (-len(groups[w]), whales.index(w))):
+        shuffled = rng.permutation(len(units[whale]))  # drawn before `emptiest`, as when photos were the units
         order = emptiest()
-        for i, u in enumerate(rng.permutation(len(units[whale]))):
+        for i, u in enumerate(shuffled):
             k = order[i % n_folds]
             fold[units[whale][u]] = k
             sizes[k] += len(units[whale][u])
