@@ -122,13 +122,12 @@ def save_box_model(path: Path, model: BoxRegressor) -> None:
 
 
 def load_box_model(path: str | Path) -> BoxRegressor:
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError("box model not found; run `whale boxes train` first", path)
+    from pipeline.training.checkpoint import read_tensors
+
+    state = read_tensors(path, "box model not found; run `whale boxes train` first")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
         model = BoxRegressor({**state["spec"], "pretrained": False})
         model.load_state_dict(state["model"])
-    except Exception as e:  # a foreign file: never unpickled
+    except Exception as e:  # readable, but not a box model
         raise PipelineError(f"not a box model of this pipeline ({type(e).__name__})", path) from None
     return model.eval()
