@@ -39,7 +39,7 @@ def cross_validate(oof: pd.DataFrame, folds: pd.DataFrame, policy: NewWhalePolic
         mine = queries[queries[C.FOLD] == k]
         ids, vals = top_whales(oof, mine[C.IMAGE])
         t = policies[k].threshold_for(vals)
-        score = policies[k].map5(oof, mine)
+        score = float(map5_by_threshold(ids, vals, mine[C.TRUTH], [t])[0])
         ap_sum += score * len(mine)
         per_fold.append({"fold": k, "queries": int(len(mine)), "threshold": round(t, 4), "map5": round(score, 4),
                          "new_whale_share": round(float((mine[C.TRUTH] == C.NEW_WHALE).mean()), 3)})

@@ -119,19 +119,27 @@ def whale_centroids(vectors: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, n
     return whales, sums.astype(np.float32)
 
 
-def photos_from_neighbours(sims, idx, gallery: Gallery, names, table: pd.DataFrame, n: int) -> pd.DataFrame:
-    """Each candidate's gallery photos among the query's neighbours, best first: the search that scored it."""
-    rows = []
+def candidate_neighbours(idx, gallery_ids, names, table: pd.DataFrame, n: int) -> list[tuple[int, int, str]]:
+    """(query row, neighbour column, whale) for each candidate of `table`: its first n gallery photos
+    among the query's neighbours (gallery row idx[q, column]), best first: the search that scored it."""
+    out = []
     wanted = set(zip(table[C.IMAGE], table[C.ID]))
     for q, name in enumerate(names):
         taken: dict[str, int] = {}
-        for s, i in zip(sims[q], idx[q]):
+        for j, i in enumerate(idx[q]):
             if i < 0:
                 continue
-            whale = gallery.ids[i]
+            whale = gallery_ids[i]
             if (name, whale) in wanted and taken.get(whale, 0) < n:
                 taken[whale] = taken.get(whale, 0) + 1
-                rows.append((name, whale, gallery.names[i], float(s)))
+                out.append((q, j, whale))
+    return out
+
+
+def photos_from_neighbours(sims, idx, gallery: Gallery, names, table: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Each candidate's gallery photos among the query's neighbours, best first: the search that scored it."""
+    rows = [(names[q], whale, gallery.names[idx[q, j]], float(sims[q, j]))
+            for q, j, whale in candidate_neighbours(idx, gallery.ids, names, table, n)]
     return pd.DataFrame(rows, columns=[C.IMAGE, C.ID, "photo", "similarity"])
 
 

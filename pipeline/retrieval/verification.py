@@ -107,17 +107,11 @@ def rescore(head: VerificationHead, queries: np.ndarray, names, gallery_vectors:
     retrieval score as verify_weight * probability + (1 - verify_weight) * score."""
     top, per_whale = int(cfg["verify_top"]), int(cfg["verify_photos"])
     keep = table.groupby(C.IMAGE, sort=False).head(top)
-    wanted = set(zip(keep[C.IMAGE], keep[C.ID]))
-    q_rows, g_rows, keys = [], [], []
-    for q, name in enumerate(names):
-        taken: dict = {}
-        for i in idx[q]:
-            if i < 0:
-                continue
-            whale = gallery_ids[i]
-            if (name, whale) in wanted and taken.get(whale, 0) < per_whale:
-                taken[whale] = taken.get(whale, 0) + 1
-                q_rows.append(q), g_rows.append(i), keys.append((name, whale))
+    from pipeline.retrieval.retriever import candidate_neighbours
+
+    pairs = candidate_neighbours(idx, gallery_ids, names, keep, per_whale)
+    q_rows, g_rows = [q for q, _, _ in pairs], [idx[q, j] for q, j, _ in pairs]
+    keys = [(names[q], whale) for q, _, whale in pairs]
     p = head.probability(queries[q_rows], gallery_vectors[g_rows]) if q_rows else np.zeros(0, np.float32)
     scored = pd.DataFrame(keys, columns=[C.IMAGE, C.ID]).assign(**{C.SCORE: p.astype(np.float32)})
     scored = scored.groupby([C.IMAGE, C.ID], sort=False)[C.SCORE].max().reset_index()
