@@ -18,14 +18,17 @@ from tests.conftest import REPO, TINY_SETS, write_layout
 SETS = [x for s in TINY_SETS for x in ("--set", s)]
 
 
-def test_identify_reproduces_knn_test_scores_with_a_photo_for_every_scored_candidate(trained_tiny, tmp_path, capsys):
+@pytest.mark.parametrize("local", [False, True], ids=["global", "local-features"])
+def test_identify_reproduces_knn_test_scores_with_a_photo_for_every_scored_candidate(trained_tiny, tmp_path, capsys,
+                                                                                      local):
     """A test photo given to `whale identify` gets the scores, labels and threshold of the submission,
-    with the knn settings the predictions were made with (here few neighbours: short candidate lists)."""
+    with the knn settings the predictions were made with (here few neighbours: short candidate lists;
+    and with local-feature re-scoring, whose query descriptors identify computes from the photo)."""
     data, trained = trained_tiny
     work = tmp_path / "work"
     shutil.copytree(trained, work)
     common = ["--work", str(work), "--folds-file", str(work / "folds.csv"), *SETS,
-              "--set", "knn.neighbours=6", "--set", "knn.keep_top=6"]
+              "--set", "knn.neighbours=6", "--set", "knn.keep_top=6", "--set", f"knn.local={str(local).lower()}"]
     for stage in (["knn", "--model", "demo_triplet"], ["ensemble", "--model", "demo_triplet"],
                   ["submit", "--out", str(work / "sub.csv")]):
         assert main([stage[0], *common, *stage[1:]]) == 0

@@ -69,6 +69,12 @@ def write_npy(path, array: np.ndarray) -> None:
             np.save(f, array)
 
 
+def write_npz(path, **arrays: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
 def torch_save(path, obj: Any) -> None:
     import torch
 

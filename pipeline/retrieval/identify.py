@@ -22,6 +22,7 @@ from pipeline.data.folds import read_folds
 from pipeline.errors import PipelineError
 from pipeline.io.paths import embedding_dir, model_dir, prediction_dir
 from pipeline.retrieval.embeddings import load_embeddings
+from pipeline.retrieval.local_features import DescriptorStore, sift_descriptors
 from pipeline.retrieval.predictions import Predictions, fallback_whales
 from pipeline.retrieval.retriever import Retriever, fold_gallery, fuse_folds, merge_photos
 from pipeline.retrieval.scores import fuse
@@ -97,7 +98,9 @@ class Identifier:
             config_path = prediction_dir(work, name) / "config.yaml"
             if not config_path.is_file():
                 raise PipelineError("no saved config for these predictions; re-run knn", config_path)
-            self.retrievers[name] = Retriever.from_config(yaml.safe_load(config_path.read_text()))
+            saved = yaml.safe_load(config_path.read_text())
+            store = DescriptorStore.open(work, saved["knn"]["local_keypoints"]) if saved["knn"].get("local") else None
+            self.retrievers[name] = Retriever.from_config(saved, descriptors=store)
             fold_list = sorted(int(f) for f in Predictions.read(prediction_dir(work, name)).oof[C.FOLD].unique())
             self.fold_models[name] = []
             for fold in fold_list:
@@ -127,13 +130,18 @@ class Identifier:
         from pipeline.models.embedding import embed_rows
 
         batch = np.stack(photos)
-        per_model, photo_tables = [], []
+        per_model, photo_tables, local = [], [], {}
         for name in self.models:
+            retriever = self.retrievers[name]
+            keypoints = retriever.cfg.get("local_keypoints")
+            if retriever.local is not None and keypoints not in local:
+                local[keypoints] = [sift_descriptors(photo, keypoints) for photo in photos]
             tables, known = [], []
             for fm in self.fold_models[name]:
                 queries = embed_rows(fm.model, batch, np.arange(len(batch)), 32, fm.flip_tta, self.device,
                                      desc="identify")
-                result = self.retrievers[name].search(fm.gallery, queries, names, photos=self.photos_per_whale)
+                result = retriever.search(fm.gallery, queries, names, photos=self.photos_per_whale,
+                                          query_descriptors=local.get(keypoints))
                 tables.append(result.scores)
                 known.append(set(fm.gallery.ids))
                 photo_tables.append(result.photos)

@@ -10,7 +10,10 @@ identify, the web page and the report all go through it.
 Aggregation (`knn.aggregation`): `max`, a whale scores its best photo's cosine; `centroid`, a whale
 scores the cosine to the mean of its photos' embeddings (the 3rd-place humpback solution). Optional
 post-processing, each a config key (retrieval/rerank.py): database-side augmentation (`knn.dba_k`),
-alpha query expansion (`knn.qe_k`, `knn.qe_alpha`) and k-reciprocal re-ranking (`knn.rerank`).
+alpha query expansion (`knn.qe_k`, `knn.qe_alpha`) and k-reciprocal re-ranking (`knn.rerank`); then
+the re-scorers of a shortlist: the verification head (`knn.verify`, retrieval/verification.py) and
+local-feature matching (`knn.local`, retrieval/local_features.py; it needs the photos' descriptors:
+`Retriever.from_config(cfg, descriptors=DescriptorStore.open(...))` and `query_descriptors=` per search).
 
 A fold model k searches the gallery it was trained on (the known photos outside fold k) both for its
 validation queries and for test queries, so the out-of-fold scores that fit the new_whale policy and
@@ -61,8 +64,11 @@ class Retrieval:
 
 
 class Retriever:
-    def __init__(self, knn_cfg: dict, seed: int = 0):
+    def __init__(self, knn_cfg: dict, seed: int = 0, descriptors=None):
+        from pipeline.retrieval.local_features import LocalMatcher
+
         self.cfg, self.seed = knn_cfg, int(seed)
+        self.local = LocalMatcher(descriptors, knn_cfg) if knn_cfg.get("local") else None
         if knn_cfg["aggregation"] not in AGGREGATIONS:
             raise PipelineError(f"unknown aggregation {knn_cfg['aggregation']!r}; use {' or '.join(AGGREGATIONS)}",
                                 "knn.aggregation")
@@ -71,14 +77,16 @@ class Retriever:
         self._heads: dict = {}  # gallery -> its verification head, trained once
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "Retriever":
-        return cls(cfg["knn"], cfg["seed"])
+    def from_config(cls, cfg: dict, descriptors=None) -> "Retriever":
+        """`descriptors`: a local_features.DescriptorStore of the gallery photos (needed with knn.local)."""
+        return cls(cfg["knn"], cfg["seed"], descriptors)
 
     def _index_options(self) -> dict:
         k = self.cfg
         return {"kind": k["index"], "nlist": k["nlist"], "nprobe": k["nprobe"], "seed": self.seed}
 
-    def search(self, gallery: Gallery, queries: np.ndarray, names, photos: int = 0) -> Retrieval:
+    def search(self, gallery: Gallery, queries: np.ndarray, names, photos: int = 0,
+               query_descriptors: list | None = None) -> Retrieval:
         from pipeline.retrieval import rerank
 
         names = np.asarray(names)
@@ -103,6 +111,10 @@ class Retriever:
                 self._heads[gallery] = fit_head(vectors, gallery.ids, gallery.negatives, self.cfg,
                                                 self._index_options(), self.seed)
             table = verify(self._heads[gallery], queries, names, vectors, gallery.ids, sims, idx, table, self.cfg)
+        if self.local is not None:
+            if query_descriptors is None:
+                raise PipelineError("knn.local needs the query photos' local descriptors", "knn.local")
+            table = self.local.rescore(table, query_descriptors, names, vectors, queries, gallery)
         if not photos:
             return Retrieval(table)
         if self.cfg["aggregation"] == "centroid":

@@ -16,6 +16,7 @@ from pipeline.errors import PipelineError
 from pipeline.io.paths import embedding_dir, folds_with, prediction_dir
 from pipeline.io.stamp import Stamp, fingerprint
 from pipeline.retrieval.embeddings import load_embeddings
+from pipeline.retrieval.local_features import DescriptorStore
 from pipeline.retrieval.predictions import Predictions, write_predictions
 from pipeline.retrieval.retriever import Retriever, fold_gallery, fuse_folds
 from pipeline.stages.common import add_common, add_folds, folds_file, parse_folds, stage_config
@@ -23,13 +24,17 @@ from pipeline.stages.common import add_common, add_folds, folds_file, parse_fold
 log = logging.getLogger(__name__)
 
 
-def fold_scores(folder: Path, folds: pd.DataFrame, fold: int, test_names, retriever: Retriever):
-    """(out-of-fold table, test table, whales in the gallery) of fold model `fold`."""
+def fold_scores(folder: Path, folds: pd.DataFrame, fold: int, test_names, retriever: Retriever, store=None):
+    """(out-of-fold table, test table, whales in the gallery) of fold model `fold`. `store`: the local
+    descriptors, when knn.local re-scores with them."""
     vectors = load_embeddings(folder, folds[C.IMAGE], C.TRAIN)
     gallery = fold_gallery(vectors, folds, fold)
     queries = (folds[C.FOLD] == fold).to_numpy()
-    oof = retriever.search(gallery, vectors[queries], folds[C.IMAGE].to_numpy()[queries]).scores
-    test = retriever.search(gallery, load_embeddings(folder, test_names, C.TEST), test_names).scores
+    names = folds[C.IMAGE].to_numpy()[queries]
+    oof = retriever.search(gallery, vectors[queries], names,
+                           query_descriptors=None if store is None else store.get(names, C.TRAIN)).scores
+    test = retriever.search(gallery, load_embeddings(folder, test_names, C.TEST), test_names,
+                            query_descriptors=None if store is None else store.get(test_names, C.TEST)).scores
     return oof.assign(**{C.FOLD: fold}), test, set(gallery.ids)
 
 
@@ -57,8 +62,10 @@ def run(args: argparse.Namespace) -> dict:
                   [out / "oof.parquet", out / "test.parquet", out / "threshold.json"])
     if stamp.up_to_date(args.force):
         return Predictions.read(out).threshold
-    retriever = Retriever.from_config(cfg)
-    results = [fold_scores(embedding_dir(args.work, cfg["name"], k), folds, k, test_names, retriever) for k in wanted]
+    store = DescriptorStore.open(args.work, cfg["knn"]["local_keypoints"]) if cfg["knn"]["local"] else None
+    retriever = Retriever.from_config(cfg, descriptors=store)
+    results = [fold_scores(embedding_dir(args.work, cfg["name"], k), folds, k, test_names, retriever, store)
+               for k in wanted]
     policy = write_predictions(out, pd.concat([r[0] for r in results], ignore_index=True),
                                fuse_folds([r[1] for r in results], [r[2] for r in results]), folds, cfg,
                                args.folds_file)

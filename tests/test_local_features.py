@@ -1,0 +1,98 @@
+"""Local-feature matching (retrieval/local_features.py): the match count as wildlife-tools defines it,
+recomputed by hand; descriptors stored once per work folder; the re-scoring arithmetic."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import columns as C
+from pipeline.errors import PipelineError
+from pipeline.retrieval.local_features import DescriptorStore, LocalMatcher, match_counts, sift_descriptors
+from pipeline.retrieval.retriever import Gallery, Retriever
+
+
+def points(*xy):
+    """128-d descriptors whose first two coordinates are the given points."""
+    out = np.zeros((len(xy), 128), dtype=np.uint8)
+    out[:, :2] = np.array(xy)
+    return out
+
+
+def test_match_count_is_the_ratio_test_of_each_gallery_descriptor_against_the_query():
+    query = points((0, 0), (10, 0), (0, 10))
+    # (1,0): squared distances 1, 81, 101 -> 1/81 < 0.5 passes; (5,0): 25, 25, 125 -> 1 fails.
+    # (0,9): 81, 181, 1 -> 1/81 passes. (5,5): 50, 50, 50 fails.
+    gallery = [points((1, 0), (5, 0)), points((0, 9), (5, 5)), np.zeros((0, 128), np.uint8)]
+    assert match_counts(query, gallery, 0.5).tolist() == [1, 1, 0]
+    # A looser ratio lets (5,0)'s 25/25 still fail (not strictly below 1) but nothing else changes.
+    assert match_counts(query, gallery, 0.99).tolist() == [1, 1, 0]
+    assert match_counts(points((0, 0)), gallery, 0.5).tolist() == [0, 0, 0]  # one query descriptor: no ratio
+
+
+def textured(seed, size=(96, 160)):
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(size[0] // 8, size[1] // 8, 3), dtype=np.uint8)
+    return np.kron(small, np.ones((8, 8, 1), dtype=np.uint8))
+
+
+def test_sift_descriptors_are_bounded_uint8_and_match_their_own_photo_best():
+    a, b = textured(0), textured(1)
+    da, db = sift_descriptors(a, 60), sift_descriptors(b, 60)
+    assert da.dtype == np.uint8 and da.shape[1] == 128 and 10 < len(da) <= 60
+    assert len(sift_descriptors(np.full((64, 64, 3), 128, np.uint8), 60)) == 0  # a flat photo has none
+    brighter = np.clip(a.astype(int) + 12, 0, 255).astype(np.uint8)  # the same photo, lit differently
+    same, other = match_counts(sift_descriptors(brighter, 60), [da, db], 0.5)
+    assert same > 3 * max(1, other)
+
+
+def test_store_computes_once_and_finds_photos_by_split(tiny_synth, tmp_path):
+    from pipeline.cli import main
+
+    work = tmp_path / "work"
+    assert main(["preprocess", "--data", str(tiny_synth), "--work", str(work),
+                 "--set", "preprocess.image_size=[48,96]"]) == 0
+    store = DescriptorStore.open(work, 40)
+    saved = work / "cache" / "local-sift-40.npz"
+    assert saved.is_file()
+    train = pd.read_csv(tiny_synth / "train.csv")[C.IMAGE].tolist()[:3]
+    first = store.get(train, C.TRAIN)
+    again = DescriptorStore.open(work, 40).get(train, C.TRAIN)
+    assert all(np.array_equal(x, y) for x, y in zip(first, again))
+    assert store.get(train[:1], C.TRAIN)[0] is first[0]  # the same array: counts are remembered by it
+    with pytest.raises(PipelineError, match="not in the image cache"):
+        store.get(train[:1], C.TEST)
+
+
+class FakeStore:
+    def __init__(self, photos):
+        self.photos = photos
+
+    def get(self, names, split):
+        return [self.photos[n] for n in names]
+
+
+def test_rescoring_blends_the_shortlist_with_match_counts_and_keeps_one_scale():
+    """Whale B's photo is the query's own descriptors: its match count lifts it above whale A, whose
+    cosine is higher; whale C, outside the shortlist, keeps (1 - w) * score."""
+    query = textured(5)
+    dq = sift_descriptors(query, 80)
+    photos = {"a.jpg": sift_descriptors(textured(6), 80), "b.jpg": dq.copy(), "c.jpg": sift_descriptors(textured(7), 80)}
+    vectors = np.eye(3, dtype=np.float32)
+    gallery = Gallery(vectors, np.array(["A", "B", "C"]), np.array(["a.jpg", "b.jpg", "c.jpg"]))
+    q = np.array([[0.8, 0.6, 0.0]], dtype=np.float32)
+    cfg = {"local_top": 2, "local_photos": 5, "local_ratio": 0.5, "local_weight": 0.5, "local_scale": 10.0}
+    table = pd.DataFrame({C.IMAGE: ["q"] * 3, C.ID: ["A", "B", "C"], C.SCORE: np.array([0.8, 0.6, 0.0], np.float32)})
+    out = LocalMatcher(FakeStore(photos), cfg).rescore(table, [dq], ["q"], vectors, q, gallery)
+    counts = dict(zip("AB", match_counts(dq, [photos["a.jpg"], photos["b.jpg"]], 0.5)))
+    expected = {"A": 0.5 * 0.8 + 0.5 * counts["A"] / (counts["A"] + 10),
+                "B": 0.5 * 0.6 + 0.5 * counts["B"] / (counts["B"] + 10), "C": 0.0}
+    assert out[C.ID].tolist() == ["B", "A", "C"]
+    assert out.set_index(C.ID)[C.SCORE].to_dict() == pytest.approx(expected, abs=1e-6)
+
+
+def test_retriever_with_local_matching_needs_descriptors():
+    from pipeline.config import DEFAULTS
+
+    cfg = {**DEFAULTS["knn"], "local": True}
+    gallery = Gallery(np.eye(2, dtype=np.float32), np.array(["A", "B"]), np.array(["a", "b"]))
+    with pytest.raises(PipelineError, match="knn.local"):
+        Retriever(cfg).search(gallery, np.eye(2, dtype=np.float32), ["x", "y"])
