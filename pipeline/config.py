@@ -176,6 +176,16 @@ DEFAULTS: dict[str, Any] = {
         "verify_epochs": 20,
         "verify_lr": 0.001,
         "verify_weight": 1.0,  # 1: the probability alone; below 1, blended with the retrieval score
+        # Local-feature matching (retrieval/local_features.py): SIFT match counts re-score each query's
+        # local_top whales, blended as (1 - local_weight) * score + local_weight * count / (count + local_scale).
+        # On, with top 20 and weight 0.5: the highest CV MAP@5 on nyala and on lion (README, "Local features").
+        "local": True,
+        "local_top": 20,
+        "local_photos": 5,  # a whale's gallery photos nearest the query (embedding space) that are matched
+        "local_keypoints": 500,
+        "local_ratio": 0.5,  # Lowe's ratio test on squared distances, as wildlife-tools' MatchDescriptors
+        "local_weight": 0.5,
+        "local_scale": 10.0,
     },
     "threshold": {
         "grid": 201,  # candidate new_whale thresholds tried between the score extremes

@@ -17,7 +17,7 @@ def unit(rng, n, d):
 
 
 def scores(gallery, ids, queries, **knn):
-    result = Retriever({**DEFAULTS["knn"], "neighbours": len(ids), "keep_top": 50, **knn}).search(
+    result = Retriever({**DEFAULTS["knn"], "local": False, "neighbours": len(ids), "keep_top": 50, **knn}).search(
         Gallery(gallery, ids, ids), queries, [f"q{i}" for i in range(len(queries))])
     return result.scores
 

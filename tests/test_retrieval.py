@@ -18,7 +18,7 @@ def random_unit(rng, n, d):
 
 
 def retriever(**knn):
-    return Retriever({**DEFAULTS["knn"], **knn})
+    return Retriever({**DEFAULTS["knn"], "local": False, **knn})
 
 
 @pytest.mark.parametrize("aggregation", ["max", "centroid"])

@@ -11,7 +11,7 @@ from pipeline.retrieval.retriever import Gallery, Retriever
 from pipeline.retrieval.verification import VerificationHead, fit_head, mine_pairs
 
 OPTIONS = {"kind": "flat", "nlist": None, "nprobe": 16, "seed": 0}
-CFG = {**DEFAULTS["knn"], "verify": True, "verify_epochs": 30}
+CFG = {**DEFAULTS["knn"], "local": False, "verify": True, "verify_epochs": 30}
 
 
 def whales(rng, n_whales=30, per_whale=4, dim=16, noise=0.6):
