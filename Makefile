@@ -27,7 +27,7 @@ DEMO_DATA := $(DEMO_WORK)/data
 DEMO_ARGS := DATA=$(DEMO_DATA) WORK=$(DEMO_WORK) MODEL=demo_triplet PIPELINE=configs/demo.yaml \
              FOLDS_FILE=folds/demo.csv SUBMISSION=submissions/demo.csv
 
-.PHONY: install demo test test-slow gpu-check bench bench-losses bench-retrieval bench-boxes boxes synth preprocess folds train embed knn single train-all \
+.PHONY: install demo test test-slow gpu-check bench bench-losses bench-retrieval bench-ensemble bench-boxes boxes synth preprocess folds train embed knn single train-all \
         ensemble submit cv all clean report identify serve
 
 install: $(INSTALLED)
@@ -67,6 +67,11 @@ bench: install
 BASELINE ?=
 bench-retrieval: install
 	$(PYTHON) -m benchmarks.retrieval $(if $(BASELINE),--baseline $(BASELINE))
+
+# The ensemble of configs/ensemble.yaml against the default model at the same BUDGET training minutes
+# per fold (5 folds, nyala and lion), and the default model against the pytorch-metric-learning peer.
+bench-ensemble: install
+	$(PYTHON) -m benchmarks.ensemble --budget $(or $(BUDGET),1)
 
 # The learned fluke detector on the synthetic set (true boxes known): IoU against the border-colour crop.
 bench-boxes: install

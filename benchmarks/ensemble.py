@@ -4,7 +4,8 @@ against the pytorch-metric-learning recipe, on the real sets. One command, every
     python -m benchmarks.ensemble [--budget 1] [--folds 5] [--sets nyala lion] [--peer-sets nyala]
 
 Per set, with one folds file shared by every row:
-  - the best single recipe (the default, `make all` with no MODEL) trains `budget` minutes per fold;
+  - the best single recipe (the default, `make all` with no MODEL) trains `budget` minutes per fold,
+    scored with global retrieval only, then with the default retrieval (+ local-feature re-scoring);
   - the members of configs/ensemble.yaml share those minutes: each trains budget / (number of
     trainings) per fold, where a recipe with snapshots counts once (its snapshots are free members);
   - every ensemble method of configs/ensemble.yaml combines them.
@@ -42,8 +43,8 @@ def stage(*argv: str) -> None:
 class Bench:
     """One set's work folder, folds file and shared command-line arguments."""
 
-    def __init__(self, data: Path, work: Path, overrides: list[str]):
-        self.data, self.work = data, work
+    def __init__(self, data: Path, work: Path, overrides: list[str], seed: int = 0):
+        self.data, self.work, self.seed = data, work, seed
         self.folds_file = work / "folds.csv"
         self.base = ["--work", str(work), "--configs", str(REPO / "configs"),
                      *(x for o in overrides for x in ("--set", o))]
@@ -54,13 +55,14 @@ class Bench:
         stage("preprocess", "--data", str(self.data), *self.base)
         stage("folds", *self.common)
 
-    def model(self, name: str, minutes: float) -> float:
-        """Trains, embeds and searches with one recipe; returns the training minutes per fold it used."""
+    def model(self, name: str, minutes: float, knn: list[str] = ()) -> float:
+        """Trains, embeds and searches with one recipe (`knn`: extra knn arguments); returns the training
+        minutes it took (all folds)."""
         started = time.time()
         stage("train", *self.common, "--model", name, "--budget", f"{minutes:.4f}")
         spent = (time.time() - started) / 60
         stage("embed", *self.common, "--model", name)
-        stage("knn", *self.common, "--model", name)
+        stage("knn", *self.common, "--model", name, *knn)
         return spent
 
     def row(self, label: str, prediction_set: str, minutes: float | None) -> dict:
@@ -79,7 +81,7 @@ class Bench:
         out = self.work / f"{prediction_set}.csv"
         stage("submit", *self.common, "--name", prediction_set, "--out", str(out))
         return {"set": self.data.name, "predictions": label,
-                "min/fold": None if minutes is None else round(minutes, 2),
+                "train min": None if minutes is None else round(minutes, 2),
                 **{f"fold {f['fold']}": f["map5"] for f in report["folds"]}, "CV": report["map5"],
                 "test": round(score_submission(read_submission(out), self.solution), 4)}
 
@@ -99,17 +101,69 @@ def ensemble_rows(bench: Bench, budget: float) -> list[dict]:
 
     cfg = load_stage_config(REPO / "configs")
     members = [m["name"] for m in cfg["ensemble"]["models"]]
-    rows = [bench.row(f"best single: {DEFAULT_MODEL}", DEFAULT_MODEL, bench.model(DEFAULT_MODEL, budget))]
+    spent = bench.model(DEFAULT_MODEL, budget, ["--set", "knn.local=false"])
+    rows = [bench.row(f"{DEFAULT_MODEL}, global retrieval only", DEFAULT_MODEL, spent)]
     print(pd.DataFrame(rows[-1:]).to_string(index=False), flush=True)
+    stage("knn", *bench.common, "--model", DEFAULT_MODEL)  # the default retrieval: + local-feature re-scoring
+    rows.append(bench.row(f"best single: {DEFAULT_MODEL}", DEFAULT_MODEL, spent))
+    print(pd.DataFrame(rows[-1:]).to_string(index=False, header=False), flush=True)
     share = budget / len(members)
     for name in members:
         rows.append(bench.row(f"member: {name}", name, bench.model(name, share)))
         print(pd.DataFrame(rows[-1:]).to_string(index=False, header=False), flush=True)
     stage("ensemble", *bench.common)
+    spent = sum(r["train min"] for r in rows[2:])
     for method in cfg["ensemble"]["methods"]:
-        rows.append(bench.row(f"ensemble: {method}", f"ensemble_{method}", None))
+        rows.append(bench.row(f"ensemble: {method}", f"ensemble_{method}", spent))
         print(pd.DataFrame(rows[-1:]).to_string(index=False, header=False), flush=True)
     return rows
+
+
+def classifier_diagnostics(bench: Bench, model: str) -> dict:
+    """Why a softmax classifier over embeddings does or does not beat kNN here: the classifier over the
+    best single model's own features (trained, and untrained: class means), and how much tighter the
+    photos the network trained on sit around their whale's mean than validation photos do."""
+    import copy
+
+    import numpy as np
+
+    from pipeline import columns as C
+    from pipeline.config import load_stage_config
+    from pipeline.data.cache import ImageCache
+    from pipeline.data.folds import read_folds
+    from pipeline.ensemble.methods import classifier
+    from pipeline.evaluation import cross_validate
+    from pipeline.io.paths import embedding_dir, prediction_dir
+    from pipeline.retrieval.embeddings import load_embeddings
+    from pipeline.retrieval.predictions import Predictions
+    from pipeline.retrieval.policy import NewWhalePolicy
+
+    cfg = load_stage_config(REPO / "configs", overrides=[f"seed={bench.seed}"])
+    folds, policy = read_folds(bench.folds_file), NewWhalePolicy.from_config(cfg)
+    test_names = ImageCache.open(bench.work).split(C.TEST)[C.IMAGE].to_numpy()
+    fold_list = sorted(int(f) for f in Predictions.read(prediction_dir(bench.work, model)).oof[C.FOLD].unique())
+    out = {"set": bench.data.name}
+    for label, epochs in (("classifier on its features", cfg["ensemble"]["classifier"]["epochs"]),
+                          ("class means (untrained)", 0)):
+        c = copy.deepcopy(cfg)
+        c["ensemble"]["classifier"]["epochs"] = epochs
+        c["ensemble"]["pseudo_labels"]["enabled"] = False
+        oof = classifier(bench.work, [{"name": model, "weight": 1.0}], folds, fold_list, test_names, c)[0]
+        out[label] = cross_validate(oof, folds, policy)["map5"]
+    seen, unseen = [], []
+    for k in fold_list:
+        vectors = load_embeddings(embedding_dir(bench.work, model, k), folds[C.IMAGE], C.TRAIN)
+        known = (folds[C.ID] != C.NEW_WHALE).to_numpy()
+        train, val = known & (folds[C.FOLD] != k).to_numpy(), known & (folds[C.FOLD] == k).to_numpy()
+        ids = folds[C.ID].to_numpy()
+        for i in np.flatnonzero(train | val):
+            mates = np.flatnonzero(train & (ids == ids[i]))
+            mates = mates[mates != i]
+            if len(mates):
+                (seen if train[i] else unseen).append(float(np.mean(vectors[mates] @ vectors[i])))
+    out["cosine to own whale: trained photos"] = round(float(np.mean(seen)), 3)
+    out["validation photos"] = round(float(np.mean(unseen)), 3)
+    return out
 
 
 def main() -> None:
@@ -125,7 +179,7 @@ def main() -> None:
     from pipeline.config import DEFAULT_MODEL
 
     started = time.time()
-    tables, peers = [], []
+    tables, peers, diagnostics = [], [], []
     with tempfile.TemporaryDirectory(prefix="bench-ensemble-") as tmp:
         root = args.work or Path(tmp)
         for name in args.sets:
@@ -133,28 +187,35 @@ def main() -> None:
             if not (data / "train.csv").is_file():
                 print(f"skip {name}: {data} not present")
                 continue
-            bench = Bench(data, root / name, [f"folds.n_folds={args.folds}", f"seed={args.seed}"])
+            bench = Bench(data, root / name, [f"folds.n_folds={args.folds}", f"seed={args.seed}"], args.seed)
             bench.prepare()
             rows = ensemble_rows(bench, args.budget)
             tables.append(pd.DataFrame(rows))
+            diagnostics.append({**classifier_diagnostics(bench, DEFAULT_MODEL), "its kNN (global)": rows[0]["CV"]})
+            print(pd.DataFrame(diagnostics[-1:]).to_string(index=False), flush=True)
             if name in args.peer_sets and PEER.is_file():
                 seconds = args.budget * args.folds * 60
-                single = rows[0]["test"]
+                single = rows[1]["test"]
                 for label, recipe in PEER_RECIPES.items():
                     score = peer(data, recipe, seconds, root / name / "peer.csv")
                     peers.append({"set": name, "minutes": seconds / 60, "PML recipe": label, "PML test": score,
-                                  f"{DEFAULT_MODEL} test": single, "difference": round(single - score, 4)})
+                                  f"{DEFAULT_MODEL} test": single, "difference": round(single - score, 4),
+                                  "global retrieval only": rows[0]["test"]})
                     print(pd.DataFrame(peers[-1:]).to_string(index=False), flush=True)
     print(f"\n== ensemble vs best single, {args.budget} training minute(s) per fold in all, {args.folds} folds, "
           f"seed {args.seed} (CV chooses; test is for the record) ==")
     for table in tables:
-        best_single = table.loc[0, "CV"]
+        best_single = table.loc[1, "CV"]
         methods = table[table["predictions"].str.startswith("ensemble: ")]
         print()
         print(table.to_string(index=False))
         print(f"best method minus best single, CV: {methods['CV'].max() - best_single:+.4f} (goal >= +0.03); "
               f"classifier minus fusion, CV: "
               f"{_cv(table, 'ensemble: classifier') - _cv(table, 'ensemble: fusion'):+.4f} (goal > 0)")
+    if diagnostics:
+        print(f"\n== the classifier over one model's features against that model's kNN, CV MAP@5; mean cosine of "
+              f"a photo to its whale's training photos ==")
+        print(pd.DataFrame(diagnostics).to_string(index=False))
     if peers:
         print(f"\n== {DEFAULT_MODEL} vs the pytorch-metric-learning recipe, same total training minutes "
               f"(goal: best PML recipe + 0.10) ==")
