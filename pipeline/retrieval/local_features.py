@@ -48,11 +48,12 @@ def match_counts(query: np.ndarray, gallery: list[np.ndarray], ratio: float) -> 
     sizes = np.array([len(g) for g in gallery])
     if sizes.sum() == 0:
         return counts
-    g = torch.from_numpy(np.concatenate(gallery).astype(np.float32))
-    q = torch.from_numpy(query.astype(np.float32))
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the distance matrices are the whole cost
+    g = torch.from_numpy(np.concatenate(gallery).astype(np.float32)).to(device)
+    q = torch.from_numpy(query.astype(np.float32)).to(device)
     squared = torch.cdist(g, q).pow(2)
     two = squared.topk(2, dim=1, largest=False).values
-    passed = (two[:, 0] < ratio * two[:, 1]).numpy()
+    passed = (two[:, 0] < ratio * two[:, 1]).cpu().numpy()
     owner = np.repeat(np.arange(len(gallery)), sizes)
     np.add.at(counts, owner, passed)
     return counts
