@@ -96,3 +96,17 @@ def test_retriever_with_local_matching_needs_descriptors():
     gallery = Gallery(np.eye(2, dtype=np.float32), np.array(["A", "B"]), np.array(["a", "b"]))
     with pytest.raises(PipelineError, match="knn.local"):
         Retriever(cfg).search(gallery, np.eye(2, dtype=np.float32), ["x", "y"])
+
+
+def test_remembered_counts_live_as_long_as_the_query_descriptors():
+    """A long-running web page must not keep every identified photo's counts: they go with the array."""
+    import gc
+
+    photos = {"a.jpg": sift_descriptors(textured(6), 40)}
+    matcher = LocalMatcher(FakeStore(photos), {"local_ratio": 0.5})
+    query = sift_descriptors(textured(5), 40)
+    first = matcher._match(query, ["a.jpg"])
+    assert matcher._match(query, ["a.jpg", "a.jpg"]) == first * 2 and len(matcher._counts) == 1
+    del query
+    gc.collect()
+    assert matcher._counts == {}

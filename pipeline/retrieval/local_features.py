@@ -17,6 +17,8 @@ Switched on by `knn.local: true`; the retriever calls it, so knn, identify and t
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pandas as pd
 import torch
@@ -105,12 +107,12 @@ class DescriptorStore:
 
 class LocalMatcher:
     """Re-scores a retrieval table with match counts; remembers counts already computed (a test photo
-    meets the same gallery photos in several fold models)."""
+    meets the same gallery photos in several fold models) for as long as the query's descriptor array
+    lives: the store's arrays live with it, a photo given to identify only for its own request."""
 
     def __init__(self, store: DescriptorStore | None, cfg: dict):
         self.store, self.cfg = store, cfg
-        self._counts: dict[tuple[int, str], int] = {}
-        self._alive: dict[int, np.ndarray] = {}  # keeps the arrays whose id() keys the memory
+        self._counts: dict[int, dict[str, int]] = {}  # id(query descriptors) -> gallery photo -> count
 
     def rescore(self, table: pd.DataFrame, query_descriptors: list[np.ndarray], names, vectors: np.ndarray,
                 queries: np.ndarray, gallery) -> pd.DataFrame:
@@ -139,9 +141,14 @@ class LocalMatcher:
         return out.sort_values([C.IMAGE, C.SCORE], ascending=[True, False], kind="stable").reset_index(drop=True)
 
     def _match(self, query: np.ndarray, photos: list[str]) -> list[int]:
-        self._alive[id(query)] = query
-        todo = [p for p in dict.fromkeys(photos) if (id(query), p) not in self._counts]
+        key = id(query)
+        if key not in self._counts:
+            self._counts[key] = {}
+            # Forget the counts when the array dies, before its id can be reused.
+            weakref.finalize(query, self._counts.pop, key, None)
+        known = self._counts[key]
+        todo = [p for p in dict.fromkeys(photos) if p not in known]
         if todo:
             counts = match_counts(query, self.store.get(todo, C.TRAIN), float(self.cfg["local_ratio"]))
-            self._counts.update({(id(query), p): int(c) for p, c in zip(todo, counts)})
-        return [self._counts[(id(query), p)] for p in photos]
+            known.update({p: int(c) for p, c in zip(todo, counts)})
+        return [known[p] for p in photos]
