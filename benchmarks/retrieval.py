@@ -34,6 +34,10 @@ VARIANTS = {  # name -> knn overrides
     "k-reciprocal": ["knn.rerank=kreciprocal"],
     "verification head": ["knn.verify=true"],
     "verification blend 0.5": ["knn.verify=true", "knn.verify_weight=0.5"],
+    # Without local matching the scores are the head's own probabilities: its calibration is read there.
+    "no local matching": ["knn.local=false"],
+    "verification head, no local matching": ["knn.verify=true", "knn.local=false"],
+    "verification head, retrieval features only": ["knn.verify=true", "knn.verify_features=retrieval"],
 }
 
 # Runs one chain in whatever tree is on sys.path (this one, or the baseline's worktree).
@@ -78,14 +82,15 @@ def variant(data: Path, work: Path, overrides: list[str]) -> dict:
     solution = pd.read_csv(data / "solution.csv", dtype=str, keep_default_na=False)
     out = {"cv": json.loads((work / "reports" / "cv.json").read_text())["map5"],
            "test": score_submission(read_submission(work / "variant.csv"), solution)}
-    if "knn.verify=true" in overrides and "knn.verify_weight=0.5" not in overrides:
+    if "knn.verify=true" in overrides and "knn.local=false" in overrides:
         out.update(calibration(work, DEFAULT_MODEL))
     return out
 
 
 def calibration(work: Path, model: str) -> dict:
     """Brier score and reliability of the verified probabilities on out-of-fold (query, whale) pairs:
-    the label is whether the whale is the query's true one."""
+    the label is whether the whale is the query's true one. Bins are deciles of the probability (a
+    shortlist's right whales are rare, so fixed-width bins would put nearly every pair in the first)."""
     from pipeline import columns as C
     from pipeline.data.folds import read_folds
 
@@ -93,11 +98,14 @@ def calibration(work: Path, model: str) -> dict:
     truth = read_folds(work / "folds.csv").set_index(C.IMAGE)[C.TRUTH]
     y = (oof[C.ID].to_numpy() == truth.reindex(oof[C.IMAGE]).to_numpy()).astype(float)
     p = oof[C.SCORE].to_numpy(dtype=float)
-    bins = pd.cut(p, np.linspace(0, 1, 6), include_lowest=True)
+    bins = pd.qcut(p, 10, duplicates="drop")
     table = pd.DataFrame({"p": p, "y": y, "bin": bins}).groupby("bin", observed=True).agg(
-        pairs=("y", "size"), mean_p=("p", "mean"), share_same=("y", "mean")).round(3)
-    print(f"reliability of the verification head on out-of-fold pairs ({work.name}):\n{table.to_string()}", flush=True)
-    return {"brier": round(float(np.mean((p - y) ** 2)), 4), "pairs": int(len(y))}
+        pairs=("y", "size"), mean_p=("p", "mean"), share_right=("y", "mean")).round(3)
+    top1 = oof.sort_values(C.SCORE, ascending=False, kind="stable").drop_duplicates(C.IMAGE).index
+    print(f"reliability of the verification head on out-of-fold pairs ({work.name}):\n{table.to_string()}\n"
+          f"each query's best whale: mean probability {p[top1].mean():.3f}, right for {y[top1].mean():.3f}", flush=True)
+    return {"brier": round(float(np.mean((p - y) ** 2)), 4), "brier_base_rate": round(float(np.mean((y.mean() - y) ** 2)), 4),
+            "mean_p": round(float(p.mean()), 4), "share_right": round(float(y.mean()), 4), "pairs": int(len(y))}
 
 
 def main() -> None:

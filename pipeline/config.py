@@ -165,13 +165,12 @@ DEFAULTS: dict[str, Any] = {
         "k1": 20,
         "k2": 6,
         "lambda": 0.3,
-        # A siamese verification head (retrieval/verification.py), trained per fold on pairs of the
-        # gallery's photos, re-scores each query's verify_top whales with P(same whale).
+        # A siamese verification head (retrieval/verification.py), trained per fold on the gallery's
+        # photos as leave-one-out queries, re-scores each query's verify_top whales with P(right whale).
         "verify": False,
         "verify_top": 10,
-        "verify_photos": 3,  # best-matching photos per candidate whale it compares
-        "verify_positives": 5,  # same-whale pairs per photo
-        "verify_negatives": 5,  # nearest other-whale photos per photo (hard negatives)
+        "verify_photos": 3,  # best-matching photos per candidate whale it reads
+        "verify_features": "both",  # embedding ([|a-b|, a*b]), retrieval (cosines, gap, rank) or both
         "verify_hidden": 256,
         "verify_epochs": 20,
         "verify_lr": 0.001,
