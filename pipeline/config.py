@@ -137,6 +137,10 @@ DEFAULTS: dict[str, Any] = {
         "workers": 0,  # data-loader processes; 0 keeps it in the main process
         "amp": True,  # only used on CUDA
         "grad_clip": 5.0,
+        # Snapshot ensembling (Huang et al. 2017): above 1, the learning rate runs this many cosine
+        # cycles and the weights at the end of each are kept; embed concatenates every snapshot's
+        # embedding, so one run's budget buys several members (models/net.py, SnapshotEnsemble).
+        "snapshots": 1,
     },
     "embed": {
         "batch_size": 64,

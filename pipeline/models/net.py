@@ -16,6 +16,7 @@ Everything needed to rebuild the network is its `spec` (plain values), saved in 
 from __future__ import annotations
 
 import copy
+import math
 import logging
 import sys
 from pathlib import Path
@@ -245,9 +246,26 @@ def build_model(cfg: dict, cache_hw=None) -> EmbeddingNet:
     return EmbeddingNet(spec, backbone)
 
 
-def model_from_checkpoint(state: dict) -> EmbeddingNet:
+class SnapshotEnsemble(nn.Module):
+    """The snapshots of one training run (train.snapshots) as one network: each snapshot's
+    L2-normalised embedding, concatenated and divided by sqrt(n), so the dot product of two such
+    vectors is the mean of the snapshots' cosines. embed, identify and the web page use it as any net."""
+
+    def __init__(self, nets: list[EmbeddingNet]):
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+        self.spec = nets[-1].spec
+        self.embedding_dim = sum(n.embedding_dim for n in nets)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = [F.normalize(net(x).float(), dim=1) for net in self.nets]
+        return torch.cat(parts, dim=1) / math.sqrt(len(parts))
+
+
+def model_from_checkpoint(state: dict, snapshots: bool = True) -> nn.Module:
     """The trained network of a checkpoint (final.pt or last.pt): rebuilt from its spec, weights loaded;
-    pretrained weights are never read again."""
+    pretrained weights are never read again. A run with snapshots gives their SnapshotEnsemble (the
+    final weights last), unless `snapshots` is false (resuming trains the current weights alone)."""
     spec = state.get("network")
     if spec is None:  # written before specs existed: GeM and ImageNet's normalisation, no pretrained read
         cfg = copy.deepcopy(state["config"])
@@ -256,4 +274,10 @@ def model_from_checkpoint(state: dict) -> EmbeddingNet:
     else:
         net = EmbeddingNet.from_spec(spec)
     net.load_state_dict(state["model"])
-    return net
+    if not (snapshots and state.get("snapshots")):
+        return net
+    earlier = []
+    for weights in state["snapshots"]:
+        earlier.append(EmbeddingNet.from_spec(net.spec))
+        earlier[-1].load_state_dict(weights)
+    return SnapshotEnsemble(earlier + [net])

@@ -23,7 +23,7 @@ from pipeline.models.net import model_from_checkpoint
 from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.training.divide import Recluster
 from pipeline.training.distributed import cleanup, device_for, prepare_model, setup
-from pipeline.training.hooks import Checkpoint, EpochLog, Progress, StepDelay, TimeBudget
+from pipeline.training.hooks import Checkpoint, EpochLog, Progress, Snapshots, StepDelay, TimeBudget
 from pipeline.training.loop import Trainer
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,8 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
     if int(cfg["train"]["epochs"]) == 0:
         return zero_shot(cfg, build_model(cfg, cache_hw), whales, fold, final_path, dist, device)
     # A resumed run rebuilds its network from the checkpoint: the pretrained weights are not read again.
-    model = model_from_checkpoint(state) if state is not None and state.get("network") else build_model(cfg, cache_hw)
+    model = model_from_checkpoint(state, snapshots=False) if state is not None and state.get("network") \
+        else build_model(cfg, cache_hw)
     model = prepare_model(model, dist).to(device)
     loss = build_loss(cfg, num_classes, model.embedding_dim, class_counts).to(device)
     t = cfg["train"]
@@ -95,11 +96,17 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
                         persistent_workers=int(t["workers"]) > 0)
     budget = t["time_budget_min"]
     delay = [StepDelay(float(os.environ["WHALE_STEP_DELAY"]))] if os.environ.get("WHALE_STEP_DELAY") else []
+    cycles = int(t["snapshots"])
+    if cycles < 1:
+        raise PipelineError(f"train.snapshots must be 1 or more, not {cycles}", "train.snapshots")
+    # Snapshots come before the checkpoint hook: a checkpoint written at a cycle's end holds its snapshot.
+    snapshots = [Snapshots(cycles)] if cycles > 1 else []
     trainer = Trainer(model, loss, optimizer, loader, device, int(t["epochs"]), cfg, seed,
-                      hooks=[TimeBudget(budget)] + recluster + ([Progress(f"train fold {fold}"), EpochLog(out_dir / "log.csv"),
-                                                     Checkpoint(last_path)] if dist.is_main else []) + delay,
+                      hooks=[TimeBudget(budget)] + recluster + snapshots +
+                            ([Progress(f"train fold {fold}"), EpochLog(out_dir / "log.csv"), Checkpoint(last_path)]
+                             if dist.is_main else []) + delay,
                       amp=bool(t["amp"]), grad_clip=t["grad_clip"], warmup_epochs=float(t["warmup_epochs"]),
-                      time_budget_s=None if budget is None else float(budget) * 60, dist=dist)
+                      time_budget_s=None if budget is None else float(budget) * 60, dist=dist, cycles=cycles)
     if state is not None:
         trainer.restore(state)
         log.info("resuming %s at epoch %d (%.0fs already spent)", last_path, trainer.epoch, trainer.elapsed_before)
@@ -109,7 +116,7 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
     final = {"model": model.state_dict(), "network": model.spec, "config": cfg, "whales": whales,
              "fold": -1 if fold is None else fold,
              "epochs": trainer.epoch, "steps": trainer.step, "elapsed": trainer.elapsed(),
-             "history": trainer.history}
+             "history": trainer.history, "snapshots": trainer.snapshots}
     if dist.is_main:
         save_checkpoint(final_path, final)
     cleanup(dist)

@@ -60,6 +60,21 @@ class TimeBudget(Hook):
             trainer.stop_requested = True
 
 
+class Snapshots(Hook):
+    """Snapshot ensembling (Huang et al. 2017): the learning rate runs `cycles` cosine cycles
+    (Trainer(cycles=...)), and at the end of each cycle but the last the weights are kept in
+    trainer.snapshots, which the checkpoints carry; the final weights are the last snapshot."""
+
+    def __init__(self, cycles: int):
+        self.cycles = int(cycles)
+
+    def after_step(self, trainer) -> None:
+        done = len(trainer.snapshots)
+        if done < self.cycles - 1 and trainer.progress() >= (done + 1) / self.cycles:
+            trainer.snapshots.append({k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()})
+            log.info("snapshot %d of %d kept at epoch %d", done + 1, self.cycles, trainer.epoch)
+
+
 class Progress(Hook):
     """A bar on a terminal, a plain line now and then in a log file (pipeline/progress.py)."""
 

@@ -15,11 +15,16 @@ from pipeline.training.checkpoint import save_checkpoint
 from pipeline.training.device import autocast
 
 
-def lr_factor(progress: float, warmup: float) -> float:
-    """Linear warm-up over the first `warmup` share of training, then cosine down to 1%."""
+def lr_factor(progress: float, warmup: float, cycles: int = 1) -> float:
+    """Linear warm-up over the first `warmup` share of training, then cosine down to 1%; with several
+    cycles, each of the `cycles` equal shares of training is one cosine, the later ones restarting at the
+    full rate (warm restarts, for snapshot ensembling)."""
     if warmup > 0 and progress < warmup:
         return 0.1 + 0.9 * progress / warmup
-    t = (progress - warmup) / max(1e-8, 1 - warmup)
+    progress, length = min(1.0, progress), 1.0 / cycles
+    cycle = min(cycles - 1, int(progress / length))
+    start = cycle * length + (warmup if cycle == 0 else 0.0)
+    t = (progress - start) / max(1e-8, (cycle + 1) * length - start)
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
@@ -56,7 +61,7 @@ class Trainer:
     def __init__(self, model: nn.Module, loss: nn.Module, optimizer: torch.optim.Optimizer, loader,
                  device: torch.device, epochs: int, config: dict, seed: int, hooks=(), amp: bool = True,
                  grad_clip: float | None = None, warmup_epochs: float = 1.0, time_budget_s: float | None = None,
-                 dist=None):
+                 dist=None, cycles: int = 1):
         from pipeline.training.distributed import DistInfo
 
         self.model, self.loss, self.optimizer, self.loader = model, loss, optimizer, loader
@@ -76,12 +81,15 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.grad_clip = grad_clip
         self.steps_per_epoch = len(loader.batch_sampler)
-        self.warmup = min(0.5, warmup_epochs / max(1, self.epochs))
+        self.cycles = max(1, int(cycles))
+        # The warm-up belongs to the first cycle and takes at most half of it.
+        self.warmup = min(0.5 / self.cycles, warmup_epochs / max(1, self.epochs))
         self.time_budget_s = time_budget_s
         self.base_lrs = [g["lr"] for g in optimizer.param_groups]
         self.epoch = 0  # epochs finished
         self.step = 0
         self.history: list[dict] = []
+        self.snapshots: list[dict] = []  # weights at the end of each finished cycle but the last
         self.elapsed_before = 0.0  # seconds spent in earlier (interrupted) runs
         self.stop_requested = False
         self.last_loss = float("nan")
@@ -144,7 +152,7 @@ class Trainer:
                 "partial": int(partial)}
 
     def _set_lr(self) -> None:
-        factor = lr_factor(self.progress(), self.warmup)
+        factor = lr_factor(self.progress(), self.warmup, self.cycles)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
 
@@ -182,6 +190,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
             "epoch": self.epoch, "step": self.step, "elapsed": self.elapsed(), "history": self.history,
             "config": self.config, "sampler": self._sampler_state(), "network": getattr(self.model, "spec", None),
+            "snapshots": self.snapshots,
         }
 
     def _sampler_state(self) -> dict:
@@ -199,6 +208,7 @@ class Trainer:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.elapsed_before = float(state["elapsed"])
         self.history = list(state["history"])
+        self.snapshots = list(state.get("snapshots", []))
         sampler = self.loader.batch_sampler
         if state.get("sampler") and hasattr(sampler, "load_state_dict"):
             sampler.load_state_dict({k: None if v is None else v.numpy() for k, v in state["sampler"].items()})
