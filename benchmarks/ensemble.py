@@ -7,8 +7,10 @@ Per set, with one folds file shared by every row:
   - the best single recipe (the default, `make all` with no MODEL) trains `budget` minutes per fold,
     scored with global retrieval only, then with the default retrieval (+ local-feature re-scoring);
   - the members of configs/ensemble.yaml share those minutes: each trains budget / (number of
-    trainings) per fold, where a recipe with snapshots counts once (its snapshots are free members);
-  - every ensemble method of configs/ensemble.yaml combines them.
+    members) per fold;
+  - every ensemble method of configs/ensemble.yaml combines them;
+  - the snapshot ensemble of the default recipe (`<default>_snapshots`: one run of `budget` minutes
+    whose learning rate restarts, each cycle's end kept as a member) at the same minutes.
 It prints MAP@5 per fold and overall (cross-validated: each fold at the new_whale policy fitted on the
 other folds) and the test MAP@5 against solution.csv, which is printed for the record and chooses
 nothing. Then the peer: ../shared/peers/pml_baseline.py (each of its two recipes) trains for the same
@@ -116,6 +118,10 @@ def ensemble_rows(bench: Bench, budget: float) -> list[dict]:
     for method in cfg["ensemble"]["methods"]:
         rows.append(bench.row(f"ensemble: {method}", f"ensemble_{method}", spent))
         print(pd.DataFrame(rows[-1:]).to_string(index=False, header=False), flush=True)
+    snapshots = f"{DEFAULT_MODEL}_snapshots"
+    if (REPO / "configs" / "models" / f"{snapshots}.yaml").is_file():
+        rows.append(bench.row(f"ensemble: snapshots of one run ({snapshots})", snapshots, bench.model(snapshots, budget)))
+        print(pd.DataFrame(rows[-1:]).to_string(index=False, header=False), flush=True)
     return rows
 
 
@@ -148,6 +154,7 @@ def classifier_diagnostics(bench: Bench, model: str) -> dict:
         c = copy.deepcopy(cfg)
         c["ensemble"]["classifier"]["epochs"] = epochs
         c["ensemble"]["pseudo_labels"]["enabled"] = False
+        c["ensemble"]["classifier"]["local"] = False  # features alone, against the model's global kNN
         oof = classifier(bench.work, [{"name": model, "weight": 1.0}], folds, fold_list, test_names, c)[0]
         out[label] = cross_validate(oof, folds, policy)["map5"]
     seen, unseen = [], []

@@ -211,6 +211,8 @@ DEFAULTS: dict[str, Any] = {
             "batch_size": 1024,
             "scale": 16.0,  # cosine logits' scale
             "flips": False,  # mirrored photos as classes of their own (needs embed.flip_tta)
+            # With knn.local: its probabilities re-scored by local-feature matching, as knn's scores are.
+            "local": True,
         },
         "pseudo_labels": {
             # Test photos whose best classifier/blend score reaches min_score join training, labelled

@@ -70,7 +70,8 @@ def test_ensemble_methods_table_and_submission(two_models, capsys, monkeypatch):
     # Out of fold: each fold's rows are exactly that fold's validation photos.
     for fold, part in classifier_oof.groupby(C.FOLD):
         assert set(part[C.IMAGE]) == set(folds.loc[folds[C.FOLD] == fold, C.IMAGE])
-    assert (classifier_oof.groupby(C.IMAGE)[C.SCORE].sum() <= 1 + 1e-5).all()  # probabilities
+    # Probabilities blended with local-match scores (knn.local is on): each within [0, 1].
+    assert classifier_oof[C.SCORE].between(0, 1).all()
     out = work / "sub.csv"
     assert main(["submit", "--work", str(work), "--configs", str(configs), "--folds-file", folds_file,
                  "--out", str(out), *sets]) == 0
@@ -125,3 +126,49 @@ def test_identify_with_several_models_scores_as_the_ensemble_fusion(two_models, 
         if c["score"] is not None:
             assert c["score"] == pytest.approx(float(expected[c["id"]]), abs=1e-3)
             assert c["photos"]
+
+
+def test_the_classifier_weighs_local_matches_as_the_retriever_does(two_models):
+    """With knn.local, fold k's classifier probabilities are re-scored like knn's scores: each of a
+    query's local_top whales gets (1 - w) * p + w * count / (count + scale), count the best match count
+    over the whale's local_photos gallery photos nearest the query; every other whale (1 - w) * p."""
+    import copy
+
+    from pipeline.config import load_stage_config
+    from pipeline.data.cache import ImageCache
+    from pipeline.ensemble import methods as M
+    from pipeline.ensemble.features import concatenated
+    from pipeline.io.paths import embedding_dir
+    from pipeline.retrieval.local_features import DescriptorStore, match_counts
+
+    work, configs, folds_file, sets = two_models
+    cfg = load_stage_config(configs, overrides=TINY_SETS)
+    folds = read_folds(folds_file)
+    models = [{"name": "demo_triplet", "weight": 1.0}]
+    test_names = ImageCache.open(work).split(C.TEST)[C.IMAGE].to_numpy()
+    plain_cfg = copy.deepcopy(cfg)
+    plain_cfg["ensemble"]["classifier"]["local"] = False
+    plain = M.classifier(work, models, folds, [0], test_names, plain_cfg)[0]
+    assert (plain.groupby(C.IMAGE)[C.SCORE].sum() <= 1 + 1e-5).all()  # without local: probabilities
+    local = M.classifier(work, models, folds, [0], test_names, cfg)[0]
+    k = cfg["knn"]
+    w, scale = float(k["local_weight"]), float(k["local_scale"])
+    store = DescriptorStore.open(work, k["local_keypoints"])
+    gallery = folds[(folds[C.FOLD] != 0) & (folds[C.ID] != C.NEW_WHALE)]
+    features = concatenated([embedding_dir(work, "demo_triplet", 0)], [1.0], gallery[C.IMAGE], C.TRAIN)
+    for query in sorted(plain[C.IMAGE].unique())[:3]:
+        mine = plain[plain[C.IMAGE] == query]
+        q = concatenated([embedding_dir(work, "demo_triplet", 0)], [1.0], [query], C.TRAIN)[0]
+        shortlist = set(mine[C.ID].head(int(k["local_top"])))
+        expected = {}
+        for whale, p in zip(mine[C.ID], mine[C.SCORE]):
+            if whale not in shortlist:
+                expected[whale] = (1 - w) * p
+                continue
+            rows = np.flatnonzero(gallery[C.ID].to_numpy() == whale)
+            nearest = rows[np.argsort(-(features[rows] @ q), kind="stable")[: int(k["local_photos"])]]
+            photos = store.get(gallery[C.IMAGE].to_numpy()[nearest], C.TRAIN)
+            count = int(match_counts(store.get([query], C.TRAIN)[0], photos, float(k["local_ratio"])).max())
+            expected[whale] = (1 - w) * p + w * count / (count + scale)
+        got = local[local[C.IMAGE] == query].set_index(C.ID)[C.SCORE].to_dict()
+        assert got == pytest.approx(expected, abs=1e-5)

@@ -3,7 +3,9 @@
   fusion      weighted mean of the models' per-whale kNN scores;
   classifier  a softmax classifier over the models' concatenated embeddings: for fold k it trains on
               fold k's training photos only, predicts fold k's validation photos (out of fold) and
-              test, test averaged over the fold classifiers that know the whale;
+              test, test averaged over the fold classifiers that know the whale; with knn.local its
+              probabilities are re-scored by local-feature matching as the retriever's scores are
+              (ensemble.classifier.local), so it weighs the same evidence as fusion;
   blend       blend_weight * fusion + (1 - blend_weight) * classifier probability.
 
 Pseudo-labels are chosen per fold: fold k's second-round classifier learns only test photos that fold
@@ -18,6 +20,7 @@ import pandas as pd
 
 from pipeline import columns as C
 from pipeline.io.paths import embedding_dir
+from pipeline.retrieval.retriever import Gallery
 from pipeline.retrieval.scores import fuse
 
 METHODS = ("fusion", "classifier", "blend")
@@ -30,9 +33,10 @@ def fusion(oofs: list[pd.DataFrame], tests: list[pd.DataFrame], weights: list[fl
 
 
 def classifier_fold(work, models: list[dict], folds: pd.DataFrame, fold: int, test_names, cfg: dict,
-                    extra: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, set]:
+                    extra: pd.DataFrame | None = None, matcher=None) -> tuple[pd.DataFrame, pd.DataFrame, set]:
     """Fold k's classifier: (out-of-fold table, test table, its classes). `extra` (Image, Id) are
-    pseudo-labelled test photos added to its training."""
+    pseudo-labelled test photos added to its training. `matcher` (a local_features.LocalMatcher):
+    its tables are re-scored with local-feature matches against fold k's gallery, as the retriever's are."""
     from pipeline.ensemble.classifier import predict_proba, top_table, train_classifier
     from pipeline.ensemble.features import concatenated, mirrored
 
@@ -41,7 +45,7 @@ def classifier_fold(work, models: list[dict], folds: pd.DataFrame, fold: int, te
     dirs = [embedding_dir(work, m["name"], fold) for m in models]
     train = folds[(folds[C.ID] != C.NEW_WHALE) & (folds[C.FOLD] != fold)]
     val = folds[folds[C.FOLD] == fold]
-    x = concatenated(dirs, weights, train[C.IMAGE], C.TRAIN)
+    x = known = concatenated(dirs, weights, train[C.IMAGE], C.TRAIN)
     ids = train[C.ID].to_numpy()
     if extra is not None and len(extra):
         x = np.concatenate([x, concatenated(dirs, weights, extra[C.IMAGE], C.TEST)])
@@ -54,10 +58,16 @@ def classifier_fold(work, models: list[dict], folds: pd.DataFrame, fold: int, te
         y = np.concatenate([y, y + len(classes)])
     model = train_classifier(x, y, len(classes) * (2 if ccfg["flips"] else 1), ccfg, seed=int(cfg["seed"]) + fold)
     n = len(classes)  # mirrored classes compete in the softmax but are never answers
-    val_p = predict_proba(model, concatenated(dirs, weights, val[C.IMAGE], C.TRAIN))[:, :n]
-    test_p = predict_proba(model, concatenated(dirs, weights, test_names, C.TEST))[:, :n]
-    return (top_table(val_p, classes, val[C.IMAGE], keep).assign(**{C.FOLD: fold}),
-            top_table(test_p, classes, test_names, keep), set(classes))
+    # The photos it learned are the gallery that local matching compares a query with.
+    gallery = Gallery(known, train[C.ID].to_numpy(), train[C.IMAGE].to_numpy())
+    tables = []
+    for names, split in ((val[C.IMAGE].to_numpy(), C.TRAIN), (np.asarray(test_names), C.TEST)):
+        features = concatenated(dirs, weights, names, split)
+        table = top_table(predict_proba(model, features)[:, :n], classes, names, keep)
+        if matcher is not None:
+            table = matcher.rescore(table, matcher.store.get(names, split), names, known, features, gallery)
+        tables.append(table)
+    return tables[0].assign(**{C.FOLD: fold}), tables[1], set(classes)
 
 
 def pseudo_labels(test: pd.DataFrame, min_score: float) -> pd.DataFrame:
@@ -70,13 +80,18 @@ def pseudo_labels(test: pd.DataFrame, min_score: float) -> pd.DataFrame:
 def classifier(work, models, folds, fold_list, test_names, cfg) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(out-of-fold table, test table, pseudo-labels per fold) of the classifier method."""
     pseudo_cfg = cfg["ensemble"]["pseudo_labels"]
+    matcher = None
+    if cfg["ensemble"]["classifier"]["local"] and cfg["knn"]["local"]:
+        from pipeline.retrieval.local_features import DescriptorStore, LocalMatcher
+
+        matcher = LocalMatcher(DescriptorStore.open(work, cfg["knn"]["local_keypoints"]), cfg["knn"])
     oofs, tests, known, chosen = [], [], [], {}
     for fold in fold_list:
-        oof, test, classes = classifier_fold(work, models, folds, fold, test_names, cfg)
+        oof, test, classes = classifier_fold(work, models, folds, fold, test_names, cfg, matcher=matcher)
         if pseudo_cfg["enabled"]:
             # Chosen by this fold's own classifier: fold k's validation labels never reach fold k.
             chosen[fold] = pseudo_labels(test, float(pseudo_cfg["min_score"]))
-            oof, test, classes = classifier_fold(work, models, folds, fold, test_names, cfg, chosen[fold])
+            oof, test, classes = classifier_fold(work, models, folds, fold, test_names, cfg, chosen[fold], matcher)
         oofs.append(oof)
         tests.append(test)
         known.append(classes)
