@@ -179,8 +179,8 @@ def test_pseudo_labels_of_fold_k_come_from_fold_ks_own_classifier(trained_tiny, 
     calls = []
     original = methods.classifier_fold
 
-    def spy(work_, models, folds_, fold, test_names, cfg, extra=None):
-        result = original(work_, models, folds_, fold, test_names, cfg, extra)
+    def spy(work_, models, folds_, fold, test_names, cfg, extra=None, matcher=None):
+        result = original(work_, models, folds_, fold, test_names, cfg, extra, matcher)
         calls.append((fold, extra, result[1]))
         return result
 
