@@ -117,6 +117,8 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=["nyala", "lion"])
     parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS)[1:],
                         help="the retrieval options to run (default: all)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="keep the work folders here (<set>-<seed>); a later run reuses what is up to date")
     args = parser.parse_args()
     os.environ.setdefault("WHALE_PROGRESS", "off")
     rows = []
@@ -133,7 +135,7 @@ def main() -> None:
                     continue
                 for seed in args.seeds:
                     overrides = [f"folds.n_folds={args.folds}", f"train.epochs={args.epochs}", f"seed={seed}"]
-                    work = Path(tmp) / f"{name}-{seed}"
+                    work = (args.work or Path(tmp)) / f"{name}-{seed}"
                     result = chain(REPO, data, work, overrides)
                     rows.append({"set": name, "seed": seed, "code": "this tree", "retrieval": "max (default)", **result})
                     print(rows[-1], flush=True)
