@@ -237,6 +237,20 @@ def training_part(cfg: dict) -> dict:
 FREE_MAPPINGS = {"model.backbone_args"}
 
 
+def known_keys(saved: dict, base: dict, prefix: str = "") -> dict:
+    """`saved` without the keys `base` no longer has: a checkpoint's config written before a setting
+    was removed still loads (its removed settings meant nothing to the current code)."""
+    out = {}
+    for key, value in saved.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            continue
+        if isinstance(base[key], dict) and isinstance(value, dict) and dotted not in FREE_MAPPINGS:
+            value = known_keys(value, base[key], dotted + ".")
+        out[key] = value
+    return out
+
+
 def deep_merge(base: dict, update: dict, source: str, prefix: str = "") -> dict:
     out = copy.deepcopy(base)
     for key, value in update.items():

@@ -44,3 +44,20 @@ def test_makefile_default_model_is_the_configured_default():
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^MODEL \?= (\S+)$", makefile, re.M).group(1) == DEFAULT_MODEL
     assert (REPO / "configs" / "models" / f"{DEFAULT_MODEL}.yaml").is_file()
+
+
+def test_a_checkpoint_written_before_a_setting_was_removed_still_loads(tmp_path):
+    """A config key that a later version removed (the verification head's old knn.verify_positives)
+    is dropped on load, not refused; keys added since take their defaults; unknown keys of a user's
+    library mapping stay."""
+    import torch
+
+    from pipeline.config import DEFAULTS
+    from pipeline.training.checkpoint import load_checkpoint
+
+    old = {"knn": {"verify_positives": 5, "neighbours": 7}, "model": {"backbone_args": {"drop_path_rate": 0.1}}}
+    torch.save({"model": {}, "config": old}, tmp_path / "final.pt")
+    cfg = load_checkpoint(tmp_path / "final.pt")["config"]
+    assert "verify_positives" not in cfg["knn"] and cfg["knn"]["neighbours"] == 7
+    assert cfg["knn"]["verify_features"] == DEFAULTS["knn"]["verify_features"]
+    assert cfg["model"]["backbone_args"] == {"drop_path_rate": 0.1}
