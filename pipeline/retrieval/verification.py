@@ -101,7 +101,7 @@ def mine_pairs(vectors: np.ndarray, ids: np.ndarray, negatives: np.ndarray | Non
                options: dict) -> dict[str, np.ndarray]:
     """Training rows of the head: query (row into np.vstack([vectors, negatives])), the candidate whale's
     best photo (row into vectors), retrieval features, and whether the whale is the query's."""
-    whales, codes = np.unique(ids, return_inverse=True)
+    _, codes = np.unique(ids, return_inverse=True)
     top, per_whale, k = int(cfg["verify_top"]), int(cfg["verify_photos"]), int(cfg["neighbours"])
     sims, idx = leave_one_out(vectors, k, options)
     q, code, best, stats = shortlist(sims, idx, codes, top, per_whale)

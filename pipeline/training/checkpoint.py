@@ -29,8 +29,8 @@ def load_checkpoint(path: str | Path) -> dict:
     state = read_tensors(path)
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise PipelineError("not a checkpoint of this pipeline (no 'model' and 'config' entries)", path)
-    # Keys added to DEFAULTS after the checkpoint was written take their default values.
-    # Keys since removed are dropped.
+    # Keys added to DEFAULTS after the checkpoint was written take their default values; keys since
+    # removed are dropped.
     from pipeline.config import DEFAULTS, deep_merge, known_keys
 
     state["config"] = deep_merge(DEFAULTS, known_keys(state["config"], DEFAULTS), str(path))
