@@ -77,6 +77,10 @@ DEFAULTS: dict[str, Any] = {
         # ConvNeXt's norm head); gem or backbone to force one (see models/net.py).
         "pool": "auto",
         "neck": True,  # false: the backbone's pooled features are the embedding (zero-shot)
+        # Zero-shot only (train.epochs: 0): subtract the mean pooled feature of the fold's training
+        # photos and their mirrors before the embedding is normalised, so cosines spread around 0
+        # instead of crowding near 1 (features that are all positive, e.g. histograms).
+        "centre": False,
         "embedding_dim": 256,
         "gem_p": 3.0,
         "dropout": 0.0,

@@ -132,6 +132,8 @@ class EmbeddingNet(nn.Module):
         else:  # zero-shot: the backbone's own pooled features are the embedding
             self.neck, self.bn = nn.Identity(), nn.Identity()
         self.embedding_dim = int(spec["embedding_dim"]) if spec["neck"] else int(spec["feature_dim"])
+        # model.centre: the training photos' mean pooled feature, set by the zero-shot fit; saved with the weights.
+        self.register_buffer("centre", torch.zeros(int(spec["feature_dim"])) if spec.get("centre") else None)
 
     @classmethod
     def from_spec(cls, spec: dict) -> "EmbeddingNet":
@@ -147,7 +149,10 @@ class EmbeddingNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw embedding (the losses normalise where they need to)."""
-        return self.bn(self.neck(self.dropout(self.pooled(x))))
+        pooled = self.pooled(x)
+        if self.centre is not None:
+            pooled = pooled - self.centre
+        return self.bn(self.neck(self.dropout(pooled)))
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -205,6 +210,7 @@ def resolve_spec(model_cfg: dict) -> dict:
         "std": [float(v) for v in (m["std"] or defaults.get("std") or IMAGENET_STD)],
         "pool": m["pool"], "gem_p": float(m["gem_p"]), "dropout": float(m["dropout"]),
         "neck": bool(m["neck"]), "neck_norm": m["neck_norm"], "embedding_dim": int(m["embedding_dim"]),
+        "centre": bool(m["centre"]),
         "feature_dim": None,  # set by the probe
     }
 

@@ -71,7 +71,13 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
         check_resumable(state["config"], cfg, last_path)
     cache_hw = tuple(cache.images.shape[1:3])
     if int(cfg["train"]["epochs"]) == 0:
-        return zero_shot(cfg, build_model(cfg, cache_hw), whales, fold, final_path, dist, device)
+        model = build_model(cfg, cache_hw)
+        if model.centre is not None:
+            set_centre(model, cache.images, cache.rows(photos[C.IMAGE]), int(cfg["embed"]["batch_size"]), device)
+        return zero_shot(cfg, model, whales, fold, final_path, dist, device)
+    if cfg["model"]["centre"]:
+        raise PipelineError("model.centre is fitted by the zero-shot path only; set train.epochs: 0 or "
+                            "model.centre: false", "model.centre")
     # A resumed run rebuilds its network from the checkpoint: the pretrained weights are not read again.
     model = model_from_checkpoint(state, snapshots=False) if state is not None and state.get("network") \
         else build_model(cfg, cache_hw)
@@ -123,6 +129,22 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
     return {"fold": fold, "epochs": trainer.epoch, "steps": trainer.step, "seconds": round(trainer.elapsed(), 1),
             "final_loss": trainer.history[-1]["loss"] if trainer.history else None, "whales": len(whales),
             "photos": len(rows), "device": str(device), "processes": dist.world}
+
+
+@torch.no_grad()
+def set_centre(model, images, rows, batch_size: int, device) -> None:
+    """model.centre: the mean pooled feature of the training photos and of their mirrors (so a
+    mirrored query, as flip TTA embeds it, is centred alike)."""
+    from pipeline.data.transforms import to_tensor
+
+    model.to(device).eval()
+    total, count = torch.zeros_like(model.centre), 0
+    for start in range(0, len(rows), batch_size):
+        batch = to_tensor(np.asarray(images[rows[start:start + batch_size]])).to(device)
+        total += model.pooled(batch).float().sum(0) + model.pooled(torch.flip(batch, dims=[3])).float().sum(0)
+        count += 2 * len(batch)
+    model.centre.copy_(total / max(count, 1))
+    model.cpu()
 
 
 def zero_shot(cfg: dict, model, whales: list[str], fold: int | None, final_path: Path, dist, device) -> dict:
