@@ -7,7 +7,7 @@ Per set, with one folds file shared by every row:
   - the best single recipe (the default, `make all` with no MODEL) trains `budget` minutes per fold,
     scored with global retrieval only, then with the default retrieval (+ local-feature re-scoring);
   - the members of configs/ensemble.yaml share those minutes: each trains budget / (number of
-    members) per fold;
+    trained members) per fold; a training-free member (train.epochs: 0, e.g. colour_histogram) costs none;
   - every ensemble method of configs/ensemble.yaml combines them;
   - the snapshot ensemble of the default recipe (`<default>_snapshots`: one run of `budget` minutes
     whose learning rate restarts, each cycle's end kept as a member) at the same minutes.
@@ -109,9 +109,14 @@ def ensemble_rows(bench: Bench, budget: float) -> list[dict]:
     stage("knn", *bench.common, "--model", DEFAULT_MODEL)  # the default retrieval: + local-feature re-scoring
     rows.append(bench.row(f"best single: {DEFAULT_MODEL}", DEFAULT_MODEL, spent))
     print(pd.DataFrame(rows[-1:]).to_string(index=False, header=False), flush=True)
-    share = budget / len(members)
+    # Training-free members (train.epochs: 0, e.g. colour_histogram) cost no minutes; the trained share the budget.
+    trained = [name for name in members if int(load_stage_config(REPO / "configs", name)["train"]["epochs"]) != 0]
+    share = budget / max(1, len(trained))
     for name in members:
-        rows.append(bench.row(f"member: {name}", name, bench.model(name, share)))
+        kind = "member" if name in trained else "member (training-free)"
+        # The default recipe as a member at the whole budget is the single model already trained.
+        minutes = rows[1]["train min"] if name == DEFAULT_MODEL and share == budget else bench.model(name, share)
+        rows.append(bench.row(f"{kind}: {name}", name, minutes))
         print(pd.DataFrame(rows[-1:]).to_string(index=False, header=False), flush=True)
     stage("ensemble", *bench.common)
     spent = sum(r["train min"] for r in rows[2:])
