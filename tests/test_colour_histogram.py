@@ -17,6 +17,18 @@ from tests.conftest import REPO
 SMALL = ["preprocess.image_size=[32,64]", "folds.n_folds=3"]
 
 
+@pytest.fixture(scope="module")
+def prepared(tiny_synth, tmp_path_factory):
+    """A preprocessed work folder and folds file: (work, folds file, the stages' common arguments)."""
+    root = tmp_path_factory.mktemp("colour")
+    work, folds_file = root / "work", root / "folds.csv"
+    sets = [x for s in SMALL for x in ("--set", s)]
+    common = ["--work", str(work), "--configs", str(REPO / "configs"), "--folds-file", str(folds_file), *sets]
+    assert main(["preprocess", "--data", str(tiny_synth), "--work", str(work), *sets]) == 0
+    assert main(["folds", *common]) == 0
+    return work, folds_file, common
+
+
 def test_hsv_matches_the_standard_library():
     rgb = torch.rand(1, 3, 7, 9, generator=torch.Generator().manual_seed(0))
     rgb[0, :, 0, 0] = torch.tensor([0.3, 0.3, 0.3])  # grey: no hue, no saturation
@@ -67,12 +79,8 @@ def test_pretrained_weights_are_refused_by_name():
         timm.create_model("colour_histogram", pretrained=True)
 
 
-def test_the_recipe_runs_through_train_embed_and_knn(tiny_synth, tmp_path):
-    work, folds_file = tmp_path / "work", tmp_path / "folds.csv"
-    sets = [x for s in SMALL for x in ("--set", s)]
-    common = ["--work", str(work), "--configs", str(REPO / "configs"), "--folds-file", str(folds_file), *sets]
-    assert main(["preprocess", "--data", str(tiny_synth), "--work", str(work), *sets]) == 0
-    assert main(["folds", *common]) == 0
+def test_the_recipe_runs_through_train_embed_and_knn(prepared):
+    work, folds_file, common = prepared
     for stage in ("train", "embed", "knn"):
         assert main([stage, *common, "--model", "colour_histogram", "--folds", "0", "--set", "knn.local=false"]) == 0
     state = torch.load(work / "models" / "colour_histogram" / "fold0" / "final.pt", weights_only=True)
@@ -98,11 +106,8 @@ def test_the_recipe_runs_through_train_embed_and_knn(tiny_synth, tmp_path):
     assert len(scores) and scores["score"].between(-1.0001, 1.0001).all()
 
 
-def test_a_centre_on_a_trained_model_is_refused_by_name(tiny_synth, tmp_path):
-    work, folds_file = tmp_path / "work", tmp_path / "folds.csv"
-    sets = [x for s in SMALL for x in ("--set", s)]
-    common = ["--work", str(work), "--configs", str(REPO / "configs"), "--folds-file", str(folds_file), *sets]
-    assert main(["preprocess", "--data", str(tiny_synth), "--work", str(work), *sets]) == 0
-    assert main(["folds", *common]) == 0
+def test_a_centre_on_a_trained_model_is_refused_by_name(prepared, capsys):
+    work, folds_file, common = prepared
     assert main(["train", *common, "--model", "test_arcface", "--folds", "0", "--set", "model.centre=true"]) != 0
+    assert "model.centre" in capsys.readouterr().err
     assert not (work / "models" / "test_arcface" / "fold0" / "final.pt").exists()
