@@ -62,6 +62,9 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
     num_classes = len(whales) * (2 if sampling["flip_as_new_identity"] else 1)
     class_counts = np.bincount(labels[labels >= 0], minlength=num_classes)
 
+    if cfg["model"]["centre"] and int(cfg["train"]["epochs"]) != 0:
+        raise PipelineError("model.centre is fitted by the zero-shot path only; set train.epochs: 0 or "
+                            "model.centre: false", "model.centre")
     seed = int(cfg["seed"]) + (fold or 0)
     torch.manual_seed(seed)
     device = device_for(dist)
@@ -75,9 +78,6 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
         if model.centre is not None:
             set_centre(model, cache.images, cache.rows(photos[C.IMAGE]), int(cfg["embed"]["batch_size"]), device)
         return zero_shot(cfg, model, whales, fold, final_path, dist, device)
-    if cfg["model"]["centre"]:
-        raise PipelineError("model.centre is fitted by the zero-shot path only; set train.epochs: 0 or "
-                            "model.centre: false", "model.centre")
     # A resumed run rebuilds its network from the checkpoint: the pretrained weights are not read again.
     model = model_from_checkpoint(state, snapshots=False) if state is not None and state.get("network") \
         else build_model(cfg, cache_hw)
