@@ -32,6 +32,12 @@ def top_whales(scores: pd.DataFrame, names) -> tuple[np.ndarray, np.ndarray]:
 
 
 def map5_by_threshold(ids: np.ndarray, vals: np.ndarray, truths, thresholds) -> np.ndarray:
+    """MAP@5 at each threshold."""
+    return precisions_by_threshold(ids, vals, truths, thresholds).mean(axis=0)
+
+
+def precisions_by_threshold(ids: np.ndarray, vals: np.ndarray, truths, thresholds) -> np.ndarray:
+    """Each query's average precision at 5 at each threshold (queries x thresholds)."""
     truths = np.asarray(list(truths), dtype=object)
     thresholds = np.asarray(thresholds, dtype=np.float64)
     hit = ids == truths[:, None]
@@ -43,8 +49,7 @@ def map5_by_threshold(ids: np.ndarray, vals: np.ndarray, truths, thresholds) -> 
     known_ap = np.where(r == 0, 0.0, np.where(r <= m, 1.0 / np.maximum(r, 1),
                                               np.where(r + 1 <= N, 1.0 / (r + 1), 0.0)))
     new_ap = np.where(m < N, 1.0 / (m + 1), 0.0)
-    ap = np.where(is_new[:, None], new_ap, known_ap)
-    return ap.mean(axis=0)
+    return np.where(is_new[:, None], new_ap, known_ap)
 
 
 def threshold_grid(vals: np.ndarray, size: int) -> np.ndarray:
