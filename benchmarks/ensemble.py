@@ -15,7 +15,8 @@ Per set, with one folds file shared by every row:
 It prints MAP@5 per fold and overall (cross-validated: each fold at the new_whale policy fitted on the
 other folds) and the test MAP@5 against solution.csv, which is printed for the record and chooses
 nothing. Then the peer: ../shared/peers/pml_baseline.py (each of its two recipes) trains for the same
-total minutes as the default model (budget x folds) on the set, side by side with it.
+total minutes as the default model (budget x folds) on the set, side by side with it; with
+--sift-sets, the training-free SIFT peer (../shared/peers/sift_baseline.py) too.
 
 The goal line compares the best ensemble method with the best single recipe by CV: the default recipe
 or any member alone, a training-free member included (it is a single recipe at no minutes)."""
@@ -35,6 +36,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 PEER = REPO.parent / "shared" / "peers" / "pml_baseline.py"
+SIFT_PEER = REPO.parent / "shared" / "peers" / "sift_baseline.py"
 PEER_RECIPES = {"triplet (loo)": ["--loss", "triplet", "--tune", "loo"],
                 "arcface (split)": ["--loss", "arcface", "--tune", "split"]}
 
@@ -123,6 +125,16 @@ def peer(data: Path, recipe: list[str], seconds: float, out: Path) -> float:
     if run.returncode != 0 or not found:
         raise RuntimeError(f"{PEER.name} failed:\n{run.stdout[-1000:]}\n{run.stderr[-2000:]}")
     return float(found.group(1))
+
+
+def sift_peer(data: Path, out: Path) -> tuple[float, float]:
+    """(test MAP@5, seconds) of wildlife-tools' training-free SIFT matcher, run as its docstring says."""
+    started = time.time()
+    run = subprocess.run([sys.executable, str(SIFT_PEER), str(data), "--out", str(out)], capture_output=True, text=True)
+    found = re.search(r"test MAP@5 ([0-9.]+)", run.stdout)
+    if run.returncode != 0 or not found:
+        raise RuntimeError(f"{SIFT_PEER.name} failed:\n{run.stdout[-1000:]}\n{run.stderr[-2000:]}")
+    return float(found.group(1)), time.time() - started
 
 
 def ensemble_rows(bench: Bench, budget: float) -> list[dict]:
@@ -214,13 +226,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sets", nargs="+", default=["nyala", "lion"])
     parser.add_argument("--peer-sets", nargs="*", default=["nyala"], help="sets on which the PML peer also runs")
+    parser.add_argument("--sift-sets", nargs="*", default=[],
+                        help="sets on which the training-free SIFT peer also runs (minutes per set on 2 cores)")
     parser.add_argument("--work", type=Path, default=None, help="keep the work folders here (default: a temporary one)")
     args = parser.parse_args()
     os.environ.setdefault("WHALE_PROGRESS", "off")
     from pipeline.config import DEFAULT_MODEL
 
     started = time.time()
-    tables, peers, diagnostics = [], [], []
+    tables, peers, diagnostics, sift = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="bench-ensemble-") as tmp:
         root = args.work or Path(tmp)
         for name in args.sets:
@@ -243,6 +257,14 @@ def main() -> None:
                                   f"{DEFAULT_MODEL} test": single, "difference": round(single - score, 4),
                                   "global retrieval only": rows[0]["test"]})
                     print(pd.DataFrame(peers[-1:]).to_string(index=False), flush=True)
+            if name in args.sift_sets and SIFT_PEER.is_file():
+                score, seconds = sift_peer(data, root / name / "sift_peer.csv")
+                table = tables[-1]
+                methods = table[table["predictions"].str.startswith("ensemble: ")]
+                sift.append({"set": name, "SIFT peer test": score, "its minutes": round(seconds / 60, 1),
+                             f"{DEFAULT_MODEL} test": rows[1]["test"], "best single by CV, test": best_single(table)["test"],
+                             "best ensemble method by CV, test": methods.loc[methods["CV"].idxmax(), "test"]})
+                print(pd.DataFrame(sift[-1:]).to_string(index=False), flush=True)
     print(f"\n== ensemble vs best single, {args.budget} training minute(s) per fold in all, {args.folds} folds, "
           f"seed {args.seed} (CV chooses; test is for the record) ==")
     for table in tables:
@@ -264,6 +286,9 @@ def main() -> None:
         print(f"\n== {DEFAULT_MODEL} vs the pytorch-metric-learning recipe, same total training minutes "
               f"(goal: best PML recipe + 0.10) ==")
         print(pd.DataFrame(peers).to_string(index=False))
+    if sift:
+        print("\n== the training-free SIFT matcher (wildlife-tools' recipe, ../shared/peers/sift_baseline.py), test MAP@5 ==")
+        print(pd.DataFrame(sift).to_string(index=False))
     print(f"\nwall time {round((time.time() - started) / 60, 1)} min")
 
 
