@@ -93,7 +93,6 @@ class Bench:
                 **{f"fold {f['fold']}": f["map5"] for f in report["folds"]}, "CV": report["map5"],
                 "test": round(score_submission(read_submission(out), self.solution), 4)}
 
-
     def bound_row(self, members: list[str], label: str) -> dict:
         """The members' per-photo upper bound (evaluation.best_member_bound), per fold and overall."""
         from pipeline.config import load_stage_config
@@ -115,6 +114,12 @@ def best_single(table: pd.DataFrame) -> pd.Series:
     is a single recipe too, at no minutes)."""
     singles = table[table["predictions"].str.match(r"(default recipe|member|member \(training-free\)): ")]
     return singles.loc[singles["CV"].idxmax()]
+
+
+def best_method(table: pd.DataFrame) -> pd.Series:
+    """The ensemble method with the best CV (the snapshot ensemble included)."""
+    methods = table[table["predictions"].str.startswith("ensemble: ")]
+    return methods.loc[methods["CV"].idxmax()]
 
 
 def peer(data: Path, recipe: list[str], seconds: float, out: Path) -> float:
@@ -259,18 +264,14 @@ def main() -> None:
                     print(pd.DataFrame(peers[-1:]).to_string(index=False), flush=True)
             if name in args.sift_sets and SIFT_PEER.is_file():
                 score, seconds = sift_peer(data, root / name / "sift_peer.csv")
-                table = tables[-1]
-                methods = table[table["predictions"].str.startswith("ensemble: ")]
                 sift.append({"set": name, "SIFT peer test": score, "its minutes": round(seconds / 60, 1),
-                             f"{DEFAULT_MODEL} test": rows[1]["test"], "best single by CV, test": best_single(table)["test"],
-                             "best ensemble method by CV, test": methods.loc[methods["CV"].idxmax(), "test"]})
+                             f"{DEFAULT_MODEL} test": rows[1]["test"], "best single by CV, test": best_single(tables[-1])["test"],
+                             "best ensemble method by CV, test": best_method(tables[-1])["test"]})
                 print(pd.DataFrame(sift[-1:]).to_string(index=False), flush=True)
     print(f"\n== ensemble vs best single, {args.budget} training minute(s) per fold in all, {args.folds} folds, "
           f"seed {args.seed} (CV chooses; test is for the record) ==")
     for table in tables:
-        single = best_single(table)
-        methods = table[table["predictions"].str.startswith("ensemble: ")]
-        best = methods.loc[methods["CV"].idxmax()]
+        single, best = best_single(table), best_method(table)
         print()
         print(table.to_string(index=False))
         print(f"best single recipe by CV: {single['predictions']} {single['CV']:.4f}; best ensemble method: "

@@ -30,15 +30,23 @@ def fold_policies(oof: pd.DataFrame, folds: pd.DataFrame, policy: NewWhalePolicy
     return out
 
 
-def cross_validate(oof: pd.DataFrame, folds: pd.DataFrame, policy: NewWhalePolicy) -> dict:
+def scored_folds(oof: pd.DataFrame, folds: pd.DataFrame, policy: NewWhalePolicy):
+    """For each fold of `oof`: (fold, its validation queries, their five best whales and scores, the
+    threshold it is scored at), the threshold from fold_policies."""
     done = sorted(int(f) for f in oof[C.FOLD].unique())
-    queries = folds[folds[C.FOLD].isin(done)].reset_index(drop=True)
-    per_fold, ap_sum = [], 0.0
+    queries = folds[folds[C.FOLD].isin(done)]
     policies = fold_policies(oof, folds, policy)
     for k in done:
         mine = queries[queries[C.FOLD] == k]
         ids, vals = top_whales(oof, mine[C.IMAGE])
-        t = policies[k].threshold_for(vals)
+        yield k, mine, ids, vals, policies[k].threshold_for(vals)
+
+
+def cross_validate(oof: pd.DataFrame, folds: pd.DataFrame, policy: NewWhalePolicy) -> dict:
+    done = sorted(int(f) for f in oof[C.FOLD].unique())
+    queries = folds[folds[C.FOLD].isin(done)].reset_index(drop=True)
+    per_fold, ap_sum = [], 0.0
+    for k, mine, ids, vals, t in scored_folds(oof, folds, policy):
         score = float(map5_by_threshold(ids, vals, mine[C.TRUTH], [t])[0])
         ap_sum += score * len(mine)
         per_fold.append({"fold": k, "queries": int(len(mine)), "threshold": round(t, 4), "map5": round(score, 4),
@@ -61,15 +69,8 @@ def cross_validate(oof: pd.DataFrame, folds: pd.DataFrame, policy: NewWhalePolic
 def query_precisions(oof: pd.DataFrame, folds: pd.DataFrame, policy: NewWhalePolicy) -> pd.Series:
     """Each validation photo's average precision at 5 (indexed by Image), its fold scored at the policy
     that cross_validate uses for it: their mean is cross_validate's MAP@5."""
-    done = sorted(int(f) for f in oof[C.FOLD].unique())
-    queries = folds[folds[C.FOLD].isin(done)]
-    policies = fold_policies(oof, folds, policy)
-    parts = []
-    for k in done:
-        mine = queries[queries[C.FOLD] == k]
-        ids, vals = top_whales(oof, mine[C.IMAGE])
-        ap = precisions_by_threshold(ids, vals, mine[C.TRUTH], [policies[k].threshold_for(vals)])[:, 0]
-        parts.append(pd.Series(ap, index=mine[C.IMAGE].to_numpy()))
+    parts = [pd.Series(precisions_by_threshold(ids, vals, mine[C.TRUTH], [t])[:, 0], index=mine[C.IMAGE].to_numpy())
+             for _, mine, ids, vals, t in scored_folds(oof, folds, policy)]
     return pd.concat(parts)
 
 
