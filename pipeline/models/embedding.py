@@ -10,6 +10,12 @@ from pipeline.progress import Progress
 from pipeline.training.device import autocast
 
 
+def photo_batches(images: np.ndarray, rows: np.ndarray, batch_size: int, device):
+    """images[rows] as model-input tensors on `device`, batch_size photos at a time, in order."""
+    for start in range(0, len(rows), batch_size):
+        yield to_tensor(np.asarray(images[rows[start:start + batch_size]])).to(device)
+
+
 @torch.no_grad()
 def embed_rows(model, images: np.ndarray, rows: np.ndarray, batch_size: int, flip_tta: bool,
                device: torch.device, amp: bool = True, desc: str = "embed") -> np.ndarray:
@@ -21,8 +27,7 @@ def embed_rows(model, images: np.ndarray, rows: np.ndarray, batch_size: int, fli
     model.eval()
     out = []
     progress = Progress(len(rows), desc, unit="photo", leave=False) if len(rows) > batch_size else None
-    for start in range(0, len(rows), batch_size):
-        batch = to_tensor(np.asarray(images[rows[start:start + batch_size]])).to(device)
+    for batch in photo_batches(images, rows, batch_size, device):
         with autocast(device, amp):
             e = F.normalize(model(batch).float(), dim=1)
             if flip_tta:

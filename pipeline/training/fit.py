@@ -135,12 +135,11 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
 def set_centre(model, images, rows, batch_size: int, device) -> None:
     """model.centre: the mean pooled feature of the training photos and of their mirrors (so a
     mirrored query, as flip TTA embeds it, is centred alike)."""
-    from pipeline.data.transforms import to_tensor
+    from pipeline.models.embedding import photo_batches
 
     model.to(device).eval()
     total, count = torch.zeros_like(model.centre), 0
-    for start in range(0, len(rows), batch_size):
-        batch = to_tensor(np.asarray(images[rows[start:start + batch_size]])).to(device)
+    for batch in photo_batches(images, rows, batch_size, device):
         total += model.pooled(batch).float().sum(0) + model.pooled(torch.flip(batch, dims=[3])).float().sum(0)
         count += 2 * len(batch)
     model.centre.copy_(total / max(count, 1))
