@@ -63,6 +63,8 @@ def test_store_computes_once_and_finds_photos_by_split(tiny_synth, tmp_path):
 
 
 class FakeStore:
+    path = None  # not read from a work folder: nothing is saved
+
     def __init__(self, photos):
         self.photos = photos
 
@@ -110,3 +112,90 @@ def test_remembered_counts_live_as_long_as_the_query_descriptors():
     del query
     gc.collect()
     assert matcher._counts == {}
+
+
+def _local_world(tiny_synth, tmp_path):
+    """A preprocessed tiny work folder, its train gallery (random unit vectors) and two test queries."""
+    from pipeline.cli import main
+
+    work = tmp_path / "work"
+    assert main(["preprocess", "--data", str(tiny_synth), "--work", str(work),
+                 "--set", "preprocess.image_size=[48,96]"]) == 0
+    train = pd.read_csv(tiny_synth / "train.csv")
+    train = train[train[C.ID] != C.NEW_WHALE]
+    tests = pd.read_csv(tiny_synth / "sample_submission.csv")[C.IMAGE].tolist()[:2]
+    rng = np.random.default_rng(0)
+    unit = lambda n: (lambda v: v / np.linalg.norm(v, axis=1, keepdims=True))(rng.normal(size=(n, 8)).astype(np.float32))
+    gallery = Gallery(unit(len(train)), train[C.ID].to_numpy(), train[C.IMAGE].to_numpy())
+    whales = sorted(set(train[C.ID]))
+    table = pd.DataFrame({C.IMAGE: np.repeat(tests, len(whales)), C.ID: whales * len(tests),
+                          C.SCORE: rng.uniform(size=len(tests) * len(whales)).astype(np.float32)})
+    return work, gallery, tests, unit(len(tests)), table
+
+
+def _counting(monkeypatch):
+    """Counts the gallery photos match_counts is asked to match."""
+    import pipeline.retrieval.local_features as lf
+
+    asked, real = [], lf.match_counts
+    monkeypatch.setattr(lf, "match_counts", lambda q, g, r: asked.extend([1] * len(g)) or real(q, g, r))
+    return asked
+
+
+LOCAL = {"local_top": 2, "local_photos": 2, "local_ratio": 0.8, "local_weight": 0.5, "local_scale": 10.0}
+
+
+def test_match_counts_between_cached_photos_are_saved_for_the_next_run(tiny_synth, tmp_path, monkeypatch):
+    import os
+
+    work, gallery, tests, queries, table = _local_world(tiny_synth, tmp_path)
+    asked = _counting(monkeypatch)
+
+    def run(cfg=LOCAL, descriptors=None):
+        store = DescriptorStore.open(work, 40)  # a fresh store and matcher: what the next process has
+        before = len(asked)
+        out = LocalMatcher(store, cfg).rescore(table, descriptors or store.get(tests, C.TEST), tests,
+                                               gallery.vectors, queries, gallery)
+        return out, len(asked) - before
+
+    first, counted = run()
+    assert counted > 0 and (work / "cache" / "local-matches-40-r0.8.npz").is_file()
+    again, recounted = run()
+    assert recounted == 0  # every pair came from the saved counts...
+    pd.testing.assert_frame_equal(again, first)  # ...and they are the counts the first run computed
+    assert run({**LOCAL, "local_ratio": 0.6})[1] == counted  # another ratio: other counts, another file
+    assert (work / "cache" / "local-matches-40-r0.6.npz").is_file()
+
+    # A photo outside the cache (identify's upload) is matched afresh every time and never saved.
+    uploads = [d.copy() for d in DescriptorStore.open(work, 40).get(tests, C.TEST)]
+    assert run(descriptors=uploads)[1] == counted and run(descriptors=uploads)[1] == counted
+
+    # Descriptors computed again (another modification time): the saved counts no longer apply.
+    sift = work / "cache" / "local-sift-40.npz"
+    os.utime(sift, ns=(sift.stat().st_atime_ns, sift.stat().st_mtime_ns + 10**9))
+    stale, recounted = run()
+    assert recounted == counted
+    pd.testing.assert_frame_equal(stale, first)
+
+
+def test_saved_match_counts_merge_what_another_process_saved_and_survive_a_broken_file(tmp_path, caplog):
+    from pipeline.retrieval.match_cache import SavedMatches
+
+    sift = tmp_path / "local-sift-40.npz"
+    np.savez(sift, descriptors=np.zeros((0, 128), np.uint8), offsets=np.zeros(1, np.int64))
+    one, two = SavedMatches.beside(sift, 0.8), SavedMatches.beside(sift, 0.8)  # two processes at once
+    one.add(3, [5, 6], [7, 0])
+    two.add(4, [5], [2])
+    one.save()
+    two.save()
+    assert SavedMatches.beside(sift, 0.8).get(3, [5, 6, 9]) == [7, 0, None]
+    assert SavedMatches.beside(sift, 0.8).get(4, [5, 3]) == [2, None]
+    assert SavedMatches.beside(sift, 0.8).get(5, [3]) == [None]  # (query, gallery) is ordered
+
+    one.path.write_bytes(b"not an npz")
+    with caplog.at_level("WARNING"):
+        broken = SavedMatches.beside(sift, 0.8)
+    assert broken.get(3, [5]) == [None] and "unreadable saved match counts" in caplog.text
+    broken.add(3, [5], [7])
+    broken.save()
+    assert SavedMatches.beside(sift, 0.8).get(3, [5]) == [7]

@@ -14,6 +14,7 @@ wildlife-tools' WildFusion (global descriptors shortlist, local matchers decide)
                   scale stays one for the new_whale policy.
 
 Switched on by `knn.local: true`; the retriever calls it, so knn, identify and the web page use it alike.
+Counts between cached photos are saved for the runs that follow (match_cache.py).
 """
 from __future__ import annotations
 
@@ -65,10 +66,12 @@ class DescriptorStore:
     """SIFT descriptors of every photo of the image cache, computed once and kept in
     WORK/cache/local-sift-<keypoints>.npz (descriptors, and each cache row's offset into them)."""
 
-    def __init__(self, manifest: pd.DataFrame, descriptors: np.ndarray, offsets: np.ndarray):
+    def __init__(self, manifest: pd.DataFrame, descriptors: np.ndarray, offsets: np.ndarray, path=None):
         self.rows = pd.Series(manifest[C.ROW].to_numpy(), index=pd.MultiIndex.from_frame(manifest[[C.SPLIT, C.IMAGE]]))
         self.descriptors, self.offsets = descriptors, offsets
+        self.path = path  # the file they were read from: the saved match counts belong to it
         self._arrays: dict[int, np.ndarray] = {}
+        self._row_of: dict[int, int] = {}  # id(array handed out) -> its cache row
 
     @classmethod
     def open(cls, work, max_keypoints: int) -> "DescriptorStore":
@@ -81,38 +84,55 @@ class DescriptorStore:
         if path.is_file() and path.stat().st_mtime >= (cache.folder / "images.npy").stat().st_mtime:
             saved = np.load(path)
             if len(saved["offsets"]) == len(cache.images) + 1:
-                return cls(cache.manifest, saved["descriptors"], saved["offsets"])
+                return cls(cache.manifest, saved["descriptors"], saved["offsets"], path)
         parts = [sift_descriptors(cache.images[row], max_keypoints)
                  for row in track(range(len(cache.images)), len(cache.images), "local features", unit="photo")]
         offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
         descriptors = np.concatenate(parts) if parts else np.zeros((0, DESCRIPTOR_DIM), dtype=np.uint8)
         write_npz(path, descriptors=descriptors, offsets=offsets)
-        return cls(cache.manifest, descriptors, offsets)
+        return cls(cache.manifest, descriptors, offsets, path)
 
-    def get(self, names, split: str) -> list[np.ndarray]:
-        """The descriptors of the named photos of one split, in order (the same array objects each call)."""
+    def cache_rows(self, names, split: str) -> np.ndarray:
+        """The image cache rows of the named photos of one split."""
         try:
-            rows = self.rows.loc[[(split, n) for n in names]].to_numpy()
+            return self.rows.loc[[(split, n) for n in names]].to_numpy()
         except KeyError:
             missing = [n for n in names if (split, n) not in self.rows.index]
             raise PipelineError(f"{len(missing)} photo(s) not in the image cache (first: {missing[0]}); "
                                 "re-run preprocess", "knn.local") from None
+
+    def get(self, names, split: str) -> list[np.ndarray]:
+        """The descriptors of the named photos of one split, in order (the same array objects each call)."""
         out = []
-        for row in rows:
+        for row in self.cache_rows(names, split).tolist():
             if row not in self._arrays:
                 self._arrays[row] = self.descriptors[self.offsets[row]:self.offsets[row + 1]]
+                self._row_of[id(self._arrays[row])] = row  # the array lives as long as the store: ids stay unique
             out.append(self._arrays[row])
         return out
+
+    def row_of(self, descriptors: np.ndarray) -> int | None:
+        """The cache row of an array this store handed out; None for any other (a photo outside the cache)."""
+        return self._row_of.get(id(descriptors))
 
 
 class LocalMatcher:
     """Re-scores a retrieval table with match counts; remembers counts already computed (a test photo
     meets the same gallery photos in several fold models) for as long as the query's descriptor array
-    lives: the store's arrays live with it, a photo given to identify only for its own request."""
+    lives: the store's arrays live with it, a photo given to identify only for its own request. Counts
+    between two cached photos are also saved beside the descriptors for the next run (match_cache.py)."""
 
     def __init__(self, store: DescriptorStore | None, cfg: dict):
         self.store, self.cfg = store, cfg
         self._counts: dict[int, dict[str, int]] = {}  # id(query descriptors) -> gallery photo -> count
+        self._saved = None  # match_cache.SavedMatches, read when a cached photo is first matched
+
+    def _saved_matches(self):
+        if self._saved is None:
+            from pipeline.retrieval.match_cache import SavedMatches
+
+            self._saved = SavedMatches.beside(self.store.path, float(self.cfg["local_ratio"]))
+        return self._saved
 
     def rescore(self, table: pd.DataFrame, query_descriptors: list[np.ndarray], names, vectors: np.ndarray,
                 queries: np.ndarray, gallery) -> pd.DataFrame:
@@ -134,6 +154,8 @@ class LocalMatcher:
             for whale, count in zip(group[C.ID], counts):
                 key = (name, whale)
                 best[key] = max(best.get(key, 0), int(count))
+        if self._saved is not None:
+            self._saved.save()
         keys = list(zip(table[C.IMAGE], table[C.ID]))
         count = np.array([best.get(k, -1) for k in keys], dtype=np.float64)
         local = np.where(count >= 0, np.maximum(count, 0) / (np.maximum(count, 0) + scale), 0.0)
@@ -148,7 +170,16 @@ class LocalMatcher:
             weakref.finalize(query, self._counts.pop, key, None)
         known = self._counts[key]
         todo = [p for p in dict.fromkeys(photos) if p not in known]
+        # A photo of the work folder's cache: counts saved by earlier runs apply (match_cache.py).
+        row = self.store.row_of(query) if todo and self.store.path is not None else None
+        if row is not None:
+            rows = dict(zip(todo, self.store.cache_rows(todo, C.TRAIN).tolist()))
+            saved = self._saved_matches().get(row, list(rows.values()))
+            known.update({p: c for p, c in zip(todo, saved) if c is not None})
+            todo = [p for p in todo if p not in known]
         if todo:
             counts = match_counts(query, self.store.get(todo, C.TRAIN), float(self.cfg["local_ratio"]))
             known.update({p: int(c) for p, c in zip(todo, counts)})
+            if row is not None:
+                self._saved.add(row, [rows[p] for p in todo], counts)
         return [known[p] for p in photos]
