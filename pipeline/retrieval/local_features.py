@@ -181,5 +181,5 @@ class LocalMatcher:
             counts = match_counts(query, self.store.get(todo, C.TRAIN), float(self.cfg["local_ratio"]))
             known.update({p: int(c) for p, c in zip(todo, counts)})
             if row is not None:
-                self._saved.add(row, [rows[p] for p in todo], counts)
+                self._saved_matches().add(row, [rows[p] for p in todo], counts)
         return [known[p] for p in photos]

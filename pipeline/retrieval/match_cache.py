@@ -40,7 +40,7 @@ class SavedMatches:
     def __init__(self, path: Path, stamp: np.ndarray):
         self.path, self.stamp = path, stamp
         self.counts: dict[int, int] = self._read()
-        self._unsaved: dict[int, int] = {}
+        self._changed = False
 
     @classmethod
     def beside(cls, descriptors: Path, ratio: float) -> "SavedMatches":
@@ -66,17 +66,16 @@ class SavedMatches:
         return [self.counts.get(k) for k in _key(query_row, gallery_rows).tolist()]
 
     def add(self, query_row: int, gallery_rows, counts) -> None:
-        new = dict(zip(_key(query_row, gallery_rows).tolist(), (int(c) for c in counts)))
-        self.counts.update(new)
-        self._unsaved.update(new)
+        self.counts.update(zip(_key(query_row, gallery_rows).tolist(), (int(c) for c in counts)))
+        self._changed = True
 
     def save(self) -> None:
         """Writes the counts added since the last save, merged with whatever another process saved."""
-        if not self._unsaved:
+        if not self._changed:
             return
         merged = {**self._read(), **self.counts}
         keys = np.fromiter(merged.keys(), dtype=np.int64, count=len(merged))
         counts = np.fromiter(merged.values(), dtype=np.int32, count=len(merged))
         write_npz(self.path, stamp=self.stamp, keys=keys, counts=counts)
         self.counts = merged
-        self._unsaved = {}
+        self._changed = False
