@@ -15,10 +15,15 @@ from pipeline.retrieval.policy import NewWhalePolicy
 from pipeline.retrieval.threshold import map5_by_threshold, precisions_by_threshold, top_whales
 
 
+def covered_queries(oof: pd.DataFrame, folds: pd.DataFrame) -> tuple[list[int], pd.DataFrame]:
+    """(the folds `oof` has predictions for, their validation queries)."""
+    done = sorted(int(f) for f in oof[C.FOLD].unique())
+    return done, folds[folds[C.FOLD].isin(done)]
+
+
 def fold_policies(oof: pd.DataFrame, folds: pd.DataFrame, policy: NewWhalePolicy) -> dict[int, NewWhalePolicy]:
     """The policy that scores each fold: fitted on the other folds (cv) or calibrated on its own scores (share)."""
-    done = sorted(int(f) for f in oof[C.FOLD].unique())
-    queries = folds[folds[C.FOLD].isin(done)]
+    done, queries = covered_queries(oof, folds)
     out = {}
     for k in done:
         mine = queries[queries[C.FOLD] == k]
@@ -33,8 +38,7 @@ def fold_policies(oof: pd.DataFrame, folds: pd.DataFrame, policy: NewWhalePolicy
 def scored_folds(oof: pd.DataFrame, folds: pd.DataFrame, policy: NewWhalePolicy):
     """For each fold of `oof`: (fold, its validation queries, their five best whales and scores, the
     threshold it is scored at), the threshold from fold_policies."""
-    done = sorted(int(f) for f in oof[C.FOLD].unique())
-    queries = folds[folds[C.FOLD].isin(done)]
+    done, queries = covered_queries(oof, folds)
     policies = fold_policies(oof, folds, policy)
     for k in done:
         mine = queries[queries[C.FOLD] == k]
@@ -43,8 +47,8 @@ def scored_folds(oof: pd.DataFrame, folds: pd.DataFrame, policy: NewWhalePolicy)
 
 
 def cross_validate(oof: pd.DataFrame, folds: pd.DataFrame, policy: NewWhalePolicy) -> dict:
-    done = sorted(int(f) for f in oof[C.FOLD].unique())
-    queries = folds[folds[C.FOLD].isin(done)].reset_index(drop=True)
+    done, queries = covered_queries(oof, folds)
+    queries = queries.reset_index(drop=True)
     per_fold, ap_sum = [], 0.0
     for k, mine, ids, vals, t in scored_folds(oof, folds, policy):
         score = float(map5_by_threshold(ids, vals, mine[C.TRUTH], [t])[0])
