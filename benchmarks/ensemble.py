@@ -73,40 +73,40 @@ class Bench:
         stage("knn", *self.common, "--model", name, *knn)
         return spent
 
-    def row(self, label: str, prediction_set: str, minutes: float | None) -> dict:
-        """CV MAP@5 per fold and overall, and test MAP@5 of one prediction set."""
+    def _scoring(self):
+        """(the folds, the new_whale policy of the default config) that every row is scored with."""
         from pipeline.config import load_stage_config
         from pipeline.data.folds import read_folds
-        from pipeline.evaluation import cross_validate
-        from pipeline.io.paths import prediction_dir
-        from pipeline.io.submission import read_submission, score_submission
         from pipeline.retrieval.policy import NewWhalePolicy
+
+        return read_folds(self.folds_file), NewWhalePolicy.from_config(load_stage_config(REPO / "configs"))
+
+    def _oof(self, prediction_set: str) -> pd.DataFrame:
+        from pipeline.io.paths import prediction_dir
         from pipeline.retrieval.predictions import Predictions
 
-        cfg = load_stage_config(REPO / "configs")
-        oof = Predictions.read(prediction_dir(self.work, prediction_set)).oof
-        report = cross_validate(oof, read_folds(self.folds_file), NewWhalePolicy.from_config(cfg))
-        out = self.work / f"{prediction_set}.csv"
-        stage("submit", *self.common, "--name", prediction_set, "--out", str(out))
+        return Predictions.read(prediction_dir(self.work, prediction_set)).oof
+
+    def _row(self, label: str, minutes: float | None, report: dict, test: float | None) -> dict:
         return {"set": self.data.name, "predictions": label,
                 "train min": None if minutes is None else round(minutes, 2),
-                **{f"fold {f['fold']}": f["map5"] for f in report["folds"]}, "CV": report["map5"],
-                "test": round(score_submission(read_submission(out), self.solution), 4)}
+                **{f"fold {f['fold']}": f["map5"] for f in report["folds"]}, "CV": report["map5"], "test": test}
+
+    def row(self, label: str, prediction_set: str, minutes: float | None) -> dict:
+        """CV MAP@5 per fold and overall, and test MAP@5 of one prediction set."""
+        from pipeline.evaluation import cross_validate
+        from pipeline.io.submission import read_submission, score_submission
+
+        report = cross_validate(self._oof(prediction_set), *self._scoring())
+        out = self.work / f"{prediction_set}.csv"
+        stage("submit", *self.common, "--name", prediction_set, "--out", str(out))
+        return self._row(label, minutes, report, round(score_submission(read_submission(out), self.solution), 4))
 
     def bound_row(self, members: list[str], label: str) -> dict:
         """The members' per-photo upper bound (evaluation.best_member_bound), per fold and overall."""
-        from pipeline.config import load_stage_config
-        from pipeline.data.folds import read_folds
         from pipeline.evaluation import best_member_bound
-        from pipeline.io.paths import prediction_dir
-        from pipeline.retrieval.policy import NewWhalePolicy
-        from pipeline.retrieval.predictions import Predictions
 
-        policy = NewWhalePolicy.from_config(load_stage_config(REPO / "configs"))
-        oofs = [Predictions.read(prediction_dir(self.work, name)).oof for name in members]
-        bound = best_member_bound(oofs, read_folds(self.folds_file), policy)
-        return {"set": self.data.name, "predictions": label, "train min": None,
-                **{f"fold {f['fold']}": f["map5"] for f in bound["folds"]}, "CV": bound["map5"], "test": None}
+        return self._row(label, None, best_member_bound([self._oof(name) for name in members], *self._scoring()), None)
 
 
 def best_single(table: pd.DataFrame) -> pd.Series:
@@ -122,24 +122,25 @@ def best_method(table: pd.DataFrame) -> pd.Series:
     return methods.loc[methods["CV"].idxmax()]
 
 
+def _peer_score(script: Path, args: list[str], pattern: str) -> float:
+    """Runs one peer script and reads the MAP@5 it prints (`pattern`: its output line, one group)."""
+    run = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+    found = re.search(pattern, run.stdout)
+    if run.returncode != 0 or not found:
+        raise RuntimeError(f"{script.name} failed:\n{run.stdout[-1000:]}\n{run.stderr[-2000:]}")
+    return float(found.group(1))
+
+
 def peer(data: Path, recipe: list[str], seconds: float, out: Path) -> float:
     """Test MAP@5 of the pytorch-metric-learning peer, run as its docstring says."""
-    run = subprocess.run([sys.executable, str(PEER), str(data), "--budget", str(seconds), "--out", str(out), *recipe],
-                         capture_output=True, text=True)
-    found = re.search(r"MAP@5 ([0-9.]+)", run.stdout)
-    if run.returncode != 0 or not found:
-        raise RuntimeError(f"{PEER.name} failed:\n{run.stdout[-1000:]}\n{run.stderr[-2000:]}")
-    return float(found.group(1))
+    return _peer_score(PEER, [str(data), "--budget", str(seconds), "--out", str(out), *recipe], r"MAP@5 ([0-9.]+)")
 
 
 def sift_peer(data: Path, out: Path) -> tuple[float, float]:
     """(test MAP@5, seconds) of wildlife-tools' training-free SIFT matcher, run as its docstring says."""
     started = time.time()
-    run = subprocess.run([sys.executable, str(SIFT_PEER), str(data), "--out", str(out)], capture_output=True, text=True)
-    found = re.search(r"test MAP@5 ([0-9.]+)", run.stdout)
-    if run.returncode != 0 or not found:
-        raise RuntimeError(f"{SIFT_PEER.name} failed:\n{run.stdout[-1000:]}\n{run.stderr[-2000:]}")
-    return float(found.group(1)), time.time() - started
+    score = _peer_score(SIFT_PEER, [str(data), "--out", str(out)], r"test MAP@5 ([0-9.]+)")
+    return score, time.time() - started
 
 
 def ensemble_rows(bench: Bench, budget: float) -> list[dict]:
