@@ -20,6 +20,10 @@ class UnreadableImage(Exception):
     pass
 
 
+class UnusableBox(UnreadableImage):
+    """A box that leaves less than 2 x 2 pixels of the photo (empty, outside it, not finite)."""
+
+
 @dataclass
 class Decoded:
     image: np.ndarray  # H x W x 3 uint8, resized (stretched) to the cache size
@@ -28,9 +32,13 @@ class Decoded:
     gray: bool
     hash: np.ndarray  # 8 uint8: pHash of the whole photo (before any crop)
     box: tuple[float, float, float, float] | None  # crop used, in original (upright) pixels
+    box_fell_back: bool = False  # a predicted box was unusable: the automatic crop (else the whole photo) was used
 
 
-def decode_photo(path: Path, size_hw: tuple[int, int], box=None, auto_crop: bool = False) -> Decoded:
+def decode_photo(path: Path, size_hw: tuple[int, int], box=None, auto_crop: bool = False,
+                 box_predicted: bool = False) -> Decoded:
+    """`box_predicted`: the box came from the box model, not the user; when it is unusable for this
+    photo the photo falls back to the automatic crop, else stays whole, instead of failing."""
     try:
         with Image.open(path) as img:
             width, height = img.size
@@ -52,21 +60,32 @@ def decode_photo(path: Path, size_hw: tuple[int, int], box=None, auto_crop: bool
         raise UnreadableImage(f"photo is {width}x{height} pixels, too small to identify anything")
     digest = phash(img)
     sx, sy = img.size[0] / width, img.size[1] / height  # draft decoding may have shrunk it
-    used = None
+    used, fell_back = None, False
     if box is not None:
-        x0, y0, x1, y1 = box
-        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
-        if x1 - x0 < 2 or y1 - y0 < 2:
-            raise UnreadableImage(f"box {box} lies outside the {width}x{height} photo")
-        used = (x0, y0, x1, y1)
-    elif auto_crop:
+        used = usable_box(box, width, height)
+        if used is None and not box_predicted:
+            raise UnusableBox(f"box ({', '.join(f'{v:g}' for v in box)}) leaves less than 2x2 pixels of the "
+                              f"{width}x{height} photo")
+        fell_back = used is None
+    if used is None and (auto_crop or fell_back):
         found = auto_box(img)
         if found is not None:
             used = (found[0] / sx, found[1] / sy, found[2] / sx, found[3] / sy)
     if used is not None:
         img = img.crop((round(used[0] * sx), round(used[1] * sy), round(used[2] * sx), round(used[3] * sy)))
     resized = np.asarray(img.resize((size_hw[1], size_hw[0]), Image.BILINEAR), dtype=np.uint8)
-    return Decoded(resized, width, height, is_grayscale(resized), digest, used)
+    return Decoded(resized, width, height, is_grayscale(resized), digest, used, fell_back)
+
+
+def usable_box(box, width: int, height: int) -> tuple[float, float, float, float] | None:
+    """The box clipped to the photo, or None when what is left is under 2 x 2 pixels or not finite."""
+    if not np.all(np.isfinite(np.asarray(box, dtype=np.float64))):
+        return None
+    x0, y0, x1, y1 = box
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    return x0, y0, x1, y1
 
 
 def load_rgb(path: Path, size_hw: tuple[int, int], auto_crop: bool = False) -> tuple[np.ndarray, int, int, bool]:

@@ -19,7 +19,7 @@ from pipeline import columns as C
 from pipeline.data.cache import cache_dir
 from pipeline.data.crop import read_boxes
 from pipeline.data.duplicates import find_duplicates, merged_ids, duplicate_answers
-from pipeline.data.images import UnreadableImage, decode_photo
+from pipeline.data.images import UnreadableImage, UnusableBox, decode_photo
 from pipeline.errors import PipelineError
 from pipeline.progress import track
 from pipeline.io.atomic import atomic_path, write_csv, write_json, write_npy, write_parquet
@@ -36,11 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _decode(job):
-    index, path, size, box, auto_crop = job
+    index, path, size, box, auto_crop, box_predicted = job
     try:
-        return index, decode_photo(Path(path), size, box, auto_crop), None
+        return index, decode_photo(Path(path), size, box, auto_crop, box_predicted), None
     except UnreadableImage as e:
-        return index, None, str(e)
+        return index, None, e
 
 
 class RowWriter:
@@ -89,12 +89,16 @@ def run(args: argparse.Namespace) -> dict:
     if unknown:
         raise PipelineError(f"{len(unknown)} box(es) name photos that are in neither train.csv nor "
                             f"sample_submission.csv (first: {unknown[0]})", pre["boxes"])
+    box_rows = {name: i + 2 for i, name in enumerate(boxes)}  # read_boxes keeps the file's order
+    predicted_names: set[str] = set()
     if pre["boxes_model"]:
-        # The learned detector boxes every photo the boxes file does not (manual boxes win).
+        # The learned detector boxes every photo the boxes file does not (manual boxes win). A
+        # predicted box is a guess: where it is unusable the photo falls back (decode_photo), counted.
         from pipeline.detection.fit import load_box_model, predict_boxes
 
         unboxed = {p.name: p for p in photos if p.name not in boxes}
         predicted = predict_boxes(load_box_model(pre["boxes_model"]), unboxed)
+        predicted_names = set(unboxed)
         boxes = {**{r[0]: tuple(r[1:]) for r in predicted.itertuples(index=False)}, **boxes}
         log.info("box model %s: boxes predicted for %d photos", pre["boxes_model"], len(unboxed))
     # Where each photo came from, to name the file and row when it cannot be read.
@@ -106,7 +110,9 @@ def run(args: argparse.Namespace) -> dict:
     gray = np.zeros(n, dtype=bool)
     hashes = np.zeros((n, 8), dtype=np.uint8)
     crops = [""] * n
-    jobs = [(i, str(p), size, boxes.get(p.name), bool(pre["auto_crop"])) for i, p in enumerate(photos)]
+    fell_back: list[str] = []
+    jobs = [(i, str(p), size, boxes.get(p.name), bool(pre["auto_crop"]), p.name in predicted_names)
+            for i, p in enumerate(photos)]
     workers = max(1, int(pre["workers"]))
     with atomic_path(out / "images.npy") as tmp:
         writer = RowWriter(tmp, (n, *size, 3))
@@ -114,9 +120,14 @@ def run(args: argparse.Namespace) -> dict:
         try:
             results = pool.imap_unordered(_decode, jobs, chunksize=16) if pool else map(_decode, jobs)
             for index, d, error in track(results, n, "preprocess", unit="photo"):
+                if isinstance(error, UnusableBox):  # only a box the user wrote gets here
+                    name = photos[index].name
+                    raise PipelineError(f"box of {name!r}: {error} ({photos[index]})", pre["boxes"], box_rows[name])
                 if error is not None:
                     csv_path, row = sources[index]
                     raise PipelineError(f"photo {photos[index]}: {error}", csv_path, row)
+                if d.box_fell_back:
+                    fell_back.append(photos[index].name)
                 writer.write(index, d.image)
                 widths[index], heights[index], gray[index], hashes[index] = d.width, d.height, d.gray, d.hash
                 if d.box is not None:
@@ -142,8 +153,14 @@ def run(args: argparse.Namespace) -> dict:
                                                        .loc[lambda s: s != C.NEW_WHALE].nunique()),
         "new_whale_train": int((layout.train[C.ID] == C.NEW_WHALE).sum()),
         "grayscale_share": float(gray.mean()),
-        "auto_crop": bool(pre["auto_crop"]), "cropped_by_box": int(sum(p.name in boxes for p in photos)),
-        "cropped_automatically": int(sum(bool(c) for c in crops)) - int(sum(p.name in boxes for p in photos)),
+        "auto_crop": bool(pre["auto_crop"]),
+        "cropped_by_box": int(sum(p.name in boxes for p in photos)) - len(fell_back),
+        "cropped_automatically": int(sum(bool(c) for c in crops)) - int(sum(p.name in boxes for p in photos))
+                                 + len(fell_back),
+        # Predicted boxes that left under 2x2 pixels of their photo: those photos were auto-cropped or kept whole.
+        "box_model": {"path": str(pre["boxes_model"]), "predicted": len(predicted_names),
+                      "fell_back": len(fell_back), "fell_back_photos": sorted(fell_back)[:50]}
+                     if pre["boxes_model"] else None,
         "duplicates": {"max_distance": int(dup["max_distance"]), "train_pairs": int(len(within)),
                        "train_pairs_across_ids": int((within["id_a"] != within["id_b"]).sum()),
                        "test_photos_with_train_duplicate": int(len(duplicate_answers(pairs))),
@@ -155,6 +172,11 @@ def run(args: argparse.Namespace) -> dict:
     log.info("cached %d train + %d test photos at %dx%d in %s (%.0f%% grayscale, %d cropped)", report["train"],
              report["test"], size[0], size[1], out, 100 * report["grayscale_share"],
              report["cropped_by_box"] + report["cropped_automatically"])
+    if fell_back:
+        log.warning("box model: %d of %d predicted boxes were unusable (under 2x2 pixels inside the photo); "
+                    "those photos fell back to the automatic crop, else the whole photo (first: %s; all "
+                    "counted in %s)", len(fell_back), len(predicted_names), sorted(fell_back)[0],
+                    out / "preprocess.json")
     d = report["duplicates"]
     log.info("duplicates (<= %d bits): %d train pairs (%d across ids), %d test photos with a train duplicate; "
              "%d ids merged; list in %s", d["max_distance"], d["train_pairs"], d["train_pairs_across_ids"],
