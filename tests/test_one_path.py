@@ -124,8 +124,10 @@ def test_a_knn_override_does_not_retrain(trained_tiny, tmp_path, caplog):
     assert "up to date with this config; skipping" in caplog.text
 
 
-def test_two_data_sets_get_their_own_folds_files(tmp_path):
+def test_two_data_sets_get_their_own_folds_files(tmp_path, monkeypatch):
     from pipeline.io.paths import default_folds_file
+
+    monkeypatch.chdir(tmp_path)  # the default folds/ is relative: written under tmp_path, never the checkout
 
     works = []
     for name in ("first", "second"):
@@ -138,8 +140,7 @@ def test_two_data_sets_get_their_own_folds_files(tmp_path):
     for work in works:  # the CLI default follows the work folder's data set
         assert main(["folds", "--work", str(work), "--set", "folds.n_folds=2"]) == 0
     assert len({str(default_folds_file(w)) for w in works}) == 2 and all(default_folds_file(w).is_file() for w in works)
-    for w in works:
-        default_folds_file(w).unlink()
+    assert all((tmp_path / default_folds_file(w)).is_file() for w in works)
 
 
 def test_cv_names_its_baselines_by_what_they_do(trained_tiny):
