@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import columns as C
-from pipeline.data.cache import ImageCache, cache_dir
+from pipeline.data.cache import ImageCache
 from pipeline.data.folds import read_folds
 from pipeline.ensemble import methods as M
 from pipeline.errors import PipelineError
@@ -30,6 +30,7 @@ from pipeline.stages.common import add_common, add_folds_file, folds_file, stage
 
 log = logging.getLogger(__name__)
 ENSEMBLE = "ensemble"
+MEMBER = "member: "  # ensemble.output best may choose a member: its predictions pass through
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,18 +51,6 @@ def members(args: argparse.Namespace, cfg: dict) -> list[dict]:
     if unknown:
         raise PipelineError(f"unknown ensemble method {unknown[0]!r}; use {', '.join(M.METHODS)}", "ensemble.methods")
     return [{"name": m["name"], "weight": float(m.get("weight", 1.0))} for m in listed]
-
-
-def pseudo_label_precision(work, chosen: pd.DataFrame) -> float | None:
-    """Share of pseudo-labels that solution.csv confirms, for data sets that have one (reporting only)."""
-    report = cache_dir(work) / "preprocess.json"
-    if not report.is_file():
-        return None
-    solution = Path(json.loads(report.read_text())["data"]) / "solution.csv"
-    if not solution.is_file() or chosen.empty:
-        return None
-    truth = pd.read_csv(solution, dtype=str, keep_default_na=False).set_index(C.IMAGE)[C.ID]
-    return float((truth.reindex(chosen[C.IMAGE]).to_numpy() == chosen[C.ID].to_numpy()).mean())
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -91,41 +80,59 @@ def run(args: argparse.Namespace) -> dict:
         test_names = ImageCache.open(args.work).split(C.TEST)[C.IMAGE].to_numpy()
         oof, test, chosen = M.classifier(args.work, models, folds, common, test_names, cfg)
         results["classifier"] = (oof, test)
-        if chosen:
-            pooled = pd.concat(chosen.values()).drop_duplicates()
-            precision = pseudo_label_precision(args.work, pooled)
+        if chosen:  # the labels themselves go to the report; scoring them against test truth is a benchmark's job
+            labels = Path(args.work) / "reports" / "pseudo_labels.csv"
+            write_csv(labels, pd.concat(chosen.values()).drop_duplicates()[[C.IMAGE, C.ID]])
             pseudo = {"added_per_fold": {int(k): int(len(v)) for k, v in chosen.items()},
-                      "precision_vs_solution": precision,
-                      "min_score": float(cfg["ensemble"]["pseudo_labels"]["min_score"])}
-            log.info("pseudo-labels per fold: %s%s", pseudo["added_per_fold"],
-                     "" if precision is None else f" (precision against solution.csv {precision:.3f}, reporting only)")
+                      "min_score": float(cfg["ensemble"]["pseudo_labels"]["min_score"]), "labels": str(labels)}
+            log.info("pseudo-labels per fold: %s (listed in %s)", pseudo["added_per_fold"], labels)
         results["blend"] = M.blend(results["fusion"], results["classifier"], float(cfg["ensemble"]["blend_weight"]),
                                    folds)
 
-    table, scores = compare(args.work, models, methods, results, folds, cfg, args.folds_file)
+    on_common = [p.oof[p.oof[C.FOLD].isin(common)] for p in preds]  # members scored on the folds the methods cover
+    frame, scores, member_scores = compare(args.work, models, on_common, methods, results, folds, cfg,
+                                           args.folds_file)
     choice = cfg["ensemble"]["output"]
     if choice == "best":
-        choice = max(methods, key=lambda m: scores[m])
+        # Among the methods and the members alike: an ensemble that scores below one of its members by
+        # CV is not what a submission should use. A tie goes to the method (listed first).
+        options = {**{m: scores[m] for m in methods},
+                   **{f"{MEMBER}{name}": v for name, v in member_scores.items()}}
+        choice = max(options, key=lambda k: options[k])
     elif choice not in methods:
         raise PipelineError(f"ensemble.output {choice!r} is not one of the methods run ({', '.join(methods)})",
                             "ensemble.output")
-    policy = write_predictions(out, *results[choice], folds, cfg, args.folds_file)
+    if choice.startswith(MEMBER):
+        name = choice[len(MEMBER):]
+        index = [m["name"] for m in models].index(name)
+        chosen_result, chosen_score = (on_common[index], preds[index].test), member_scores[name]
+    else:
+        chosen_result, chosen_score = results[choice], scores[choice]
+    policy = write_predictions(out, *chosen_result, folds, cfg, args.folds_file)
     write_csv(out / "members.csv", pd.DataFrame(models).assign(method=choice))
     write_json(Path(args.work) / "reports" / "ensemble.json",
-               {"methods": methods, "chosen": choice, "scores": scores, "pseudo_labels": pseudo})
+               {"methods": methods, "chosen": choice, "scores": scores, "member_scores": member_scores,
+                "pseudo_labels": pseudo})
+    table = frame.to_string(index=False) + f"\nsubmit uses: {choice} (CV MAP@5 {chosen_score:.4f})"
+    why = "the highest CV MAP@5 among the methods and the members" if cfg["ensemble"]["output"] == "best" \
+        else "ensemble.output"
+    write_text(Path(args.work) / "reports" / "ensemble.md",
+               f"# Ensemble cross-validation (MAP@5, threshold strategy {cfg['threshold']['strategy']})\n\n"
+               f"{markdown_table(frame)}\n\nSubmit uses **{choice}** (CV MAP@5 {chosen_score:.4f}): {why}.\n")
     stamp.write()
     if len(methods) > 1 or len(models) > 1:
         print(table)
     log.info("ensemble of %s: submit uses %s (CV MAP@5 %.4f)", ", ".join(m["name"] for m in models), choice,
-             scores[choice])
+             chosen_score)
     return policy.to_dict()
 
 
-def compare(work, models, methods, results, folds, cfg, folds_path) -> tuple[str, dict]:
-    """MAP@5 per fold and overall of each single model and each method; written to reports/ensemble.md."""
-    rows, scores = [], {}
+def compare(work, models, member_oofs, methods, results, folds, cfg, folds_path) -> tuple[pd.DataFrame, dict, dict]:
+    """MAP@5 per fold and overall of each single model and each method: (table, method -> MAP@5,
+    member -> MAP@5); writes each method's predictions."""
+    rows, scores, member_scores = [], {}, {}
     policy = NewWhalePolicy.from_config(cfg)
-    entries = [(m["name"], Predictions.read(prediction_dir(work, m["name"])).oof) for m in models]
+    entries = [(m["name"], oof) for m, oof in zip(models, member_oofs)]
     entries += [(f"ensemble: {m}", results[m][0]) for m in methods]
     for name, oof in entries:
         report = cross_validate(oof, folds, policy)
@@ -133,14 +140,16 @@ def compare(work, models, methods, results, folds, cfg, folds_path) -> tuple[str
                      "overall": report["map5"]})
         if name.startswith("ensemble: "):
             scores[name[len("ensemble: "):]] = report["map5"]
+        else:
+            member_scores[name] = report["map5"]
     for method in methods:
         folder = prediction_dir(work, f"{ENSEMBLE}_{method}")
         write_predictions(folder, *results[method], folds, cfg, folds_path)
         write_csv(folder / "members.csv", pd.DataFrame(models).assign(method=method))
-    frame = pd.DataFrame(rows)
+    return pd.DataFrame(rows), scores, member_scores
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in frame.itertuples(index=False)]
-    write_text(Path(work) / "reports" / "ensemble.md",
-               f"# Ensemble cross-validation (MAP@5, threshold strategy {cfg['threshold']['strategy']})\n\n"
-               + "\n".join(lines) + "\n")
-    return frame.to_string(index=False), scores
+    return "\n".join(lines)
