@@ -77,7 +77,7 @@ bench-ensemble: install
 bench-boxes: install
 	$(PYTHON) -m benchmarks.boxes
 
-# Every loss recipe on nyala, same backbone, image size and BUDGET minutes per fold (3 folds).
+# 15 loss recipes (one per family, benchmarks/losses.py RECIPES) on nyala, same backbone, image size and BUDGET minutes per fold (3 folds).
 bench-losses: install
 	$(PYTHON) -m benchmarks.losses --budget $(or $(BUDGET),0.75)
 

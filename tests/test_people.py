@@ -1,6 +1,7 @@
 """For people: `whale identify`, the HTML report and the local web page (in headless Chromium when
 it is installed)."""
 import json
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -11,22 +12,47 @@ import pytest
 from pipeline.cli import main
 
 
-def known_train_photo(data):
-    train = pd.read_csv(data / "train.csv")
-    row = train[train["Id"] != "new_whale"].iloc[0]
-    return data / "train" / row["Image"], row["Id"]
+@pytest.fixture(scope="module")
+def known_test_photos(trained_tiny):
+    """`whale identify --json` on every test photo of a known whale (solution.csv): photos that no fold
+    model trained on and no gallery holds, so finding their whale is recognition, not look-up.
+    Returns [(photo, true whale, the five candidates)]."""
+    import contextlib
+    import io
 
-
-def test_identify_json_puts_the_true_whale_in_the_five(trained_tiny, capsys):
     data, work = trained_tiny
-    photo, whale = known_train_photo(data)
-    assert main(["identify", str(photo), "--work", str(work), "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    top5 = out["results"][0]["top5"]
-    assert len(top5) == 5 and len({c["id"] for c in top5}) == 5
-    assert whale in [c["id"] for c in top5]
-    best = next(c for c in top5 if c["id"] == whale)
-    assert best["photos"] and all(Path(p).exists() for p in best["photos"])
+    solution = pd.read_csv(data / "solution.csv")
+    known = solution[solution["Id"] != "new_whale"]
+    photos = [data / "test" / n for n in known["Image"]]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["identify", *(str(p) for p in photos), "--work", str(work), "--json"]) == 0
+    results = json.loads(out.getvalue())["results"]
+    return [(p, w, r["top5"]) for p, w, r in zip(photos, known["Id"], results)]
+
+
+def recognised_photo(known_test_photos):
+    """The test photo whose true whale identify ranks highest (a photo no gallery holds)."""
+    def rank(entry):
+        ids = [c["id"] for c in entry[2]]
+        return ids.index(entry[1]) if entry[1] in ids else 5
+    best = min(known_test_photos, key=rank)
+    assert rank(best) < 5, "identify found no test photo's whale in its five"
+    return best[0], best[1]
+
+
+def test_identify_finds_unseen_photos_of_known_whales(known_test_photos):
+    """Top-5 accuracy on photos no gallery holds well above chance (about 4 in 25 whales; 0.75 here
+    after 8 epochs): a floor, since training is not bit-identical across machines."""
+    hits = []
+    for photo, whale, top5 in known_test_photos:
+        ids = [c["id"] for c in top5]
+        assert len(top5) == 5 and len(set(ids)) == 5
+        hits.append(whale in ids)
+        for candidate in top5:
+            if candidate["id"] != "new_whale":
+                assert candidate["photos"] and all(Path(p).exists() for p in candidate["photos"])
+    assert len(hits) >= 10 and sum(hits) / len(hits) >= 0.4, f"{sum(hits)} of {len(hits)}"
 
 
 def test_identify_unreadable_photo(trained_tiny, tmp_path, capsys):
@@ -68,10 +94,9 @@ def client(trained_tiny):
     return app.test_client(), work
 
 
-def test_web_upload_shows_the_true_whale(client, trained_tiny):
+def test_web_upload_shows_the_true_whale(client, known_test_photos):
     client, work = client
-    data, _ = trained_tiny
-    photo, whale = known_train_photo(data)
+    photo, whale = recognised_photo(known_test_photos)
     with open(photo, "rb") as f:
         response = client.post("/identify", data={"photo": (f, "../../evil name.jpg")},
                                content_type="multipart/form-data")
@@ -106,9 +131,20 @@ def browser_paths():
     return chromium, driver
 
 
-@pytest.mark.skipif(None in browser_paths(), reason="no chromium/chromedriver (Debian packages chromium, "
-                                                    "chromium-driver); .ci/run installs them")
-def test_web_page_in_headless_chromium(trained_tiny):
+def require_browser():
+    """Chromium and its driver, else a skip on a developer's machine and a failure in CI (CI=true), where
+    .ci/run installs them: a lost install step must show, not hide behind a skip."""
+    chromium, driver = browser_paths()
+    if chromium is None or driver is None:
+        message = "no chromium/chromedriver (Debian packages chromium, chromium-driver); .ci/run installs them"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI: {message}")
+        pytest.skip(message)
+    return chromium, driver
+
+
+def test_web_page_in_headless_chromium(trained_tiny, known_test_photos):
+    chromium, driver_path = require_browser()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -122,7 +158,6 @@ def test_web_page_in_headless_chromium(trained_tiny):
     server = make_server("127.0.0.1", 0, create_app(work, ["demo_triplet"]))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    chromium, driver_path = browser_paths()
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -132,7 +167,7 @@ def test_web_page_in_headless_chromium(trained_tiny):
     browser = webdriver.Chrome(service=Service(driver_path), options=options)
     try:
         browser.get(f"http://127.0.0.1:{server.server_port}/")
-        photo, whale = known_train_photo(data)
+        photo, whale = recognised_photo(known_test_photos)
         browser.find_element(By.ID, "photo").send_keys(str(photo))
         browser.find_element(By.ID, "submit").click()
         WebDriverWait(browser, 60).until(EC.presence_of_element_located((By.CSS_SELECTOR, ".candidate")))
