@@ -85,6 +85,9 @@ DEFAULTS: dict[str, Any] = {
         "gem_p": 3.0,
         "dropout": 0.0,
         "neck_norm": "batch",  # or "layer": no batch statistics (exact DDP on the CPU)
+        # Recompute the backbone's activations in the backward pass instead of keeping them (timm's
+        # set_grad_checkpointing): less memory (Swin-L at 384), about a third more compute per step.
+        "grad_checkpointing": False,
     },
     "loss": {
         "name": "arcface",  # see pipeline/losses: the registry lists every name
@@ -139,7 +142,21 @@ DEFAULTS: dict[str, Any] = {
         "warmup_epochs": 1,
         "time_budget_min": None,  # stop cleanly after this many minutes (a Kaggle kernel's limit)
         "workers": 0,  # data-loader processes; 0 keeps it in the main process
-        "amp": True,  # only used on CUDA
+        "amp": True,  # mixed precision for training and embedding; only used on CUDA
+        # auto: bfloat16 where the GPU supports it (no loss scaling), else float16; or float16, bfloat16.
+        "amp_dtype": "auto",
+        # Under float16 loss scaling a step with a non-finite loss or gradients is skipped (and
+        # counted); training stops after this many skipped in a row.
+        "max_skipped_steps": 50,
+        # Split each batch into this many micro-batches whose gradients add up before one optimiser
+        # step (less memory, same step for a loss that averages over photos); pair and triplet losses
+        # find their positives and negatives within one micro-batch.
+        "accumulate_steps": 1,
+        # The backbone's learning rate is train.lr times this (the neck and pooling take train.lr).
+        "backbone_lr_multiplier": 1.0,
+        # No weight decay on norms, biases, scalars and the backbone's own no_weight_decay() tables
+        # (position embeddings, class token, relative position biases), as timm's optimizer factory.
+        "no_decay": False,
         "grad_clip": 5.0,
         # Snapshot ensembling (Huang et al. 2017): above 1, the learning rate runs this many cosine
         # cycles and the weights at the end of each are kept; embed concatenates every snapshot's

@@ -102,7 +102,9 @@ def swin_weights(tmp_path):
 
 
 def zero_shot_sets(path):
-    return SMALL[:-1] + TINY_SWIN + ["model.pretrained=false", f"model.pretrained_path={path}"]
+    # The MegaDescriptor recipes pin 384 x 384; a window-7 Swin takes its own 224, as -B/-S/-T-224 users set.
+    return SMALL[:-1] + TINY_SWIN + ["model.input_size=[224,224]", "model.pretrained=false",
+                                     f"model.pretrained_path={path}"]
 
 
 def test_offline_weights_file_loads_every_tensor(swin_weights):
@@ -139,10 +141,11 @@ def test_zero_shot_embeddings_are_the_backbones_pooled_features(prepared, swin_w
     assert stage("embed", work, folds_file, model, sets, "--folds", "0") == 0
     index, train, _ = embeddings(work, model)
 
-    # The reference, computed with timm alone: the file's weights, timm's input size and normalisation.
+    # The reference, computed with timm alone: the file's weights, timm's input size, and MegaDescriptor's
+    # own normalisation (mean = std = 0.5), which the recipe pins.
     reference = timm.create_model("swin_tiny_patch4_window7_224", num_classes=0, **TINY_SWIN_ARGS).eval()
     reference.load_state_dict(saved, strict=False)
-    data_cfg = timm.data.resolve_data_config({}, model=reference)
+    data_cfg = {**timm.data.resolve_data_config({}, model=reference), "mean": (0.5,) * 3, "std": (0.5,) * 3}
     from pipeline.data.cache import ImageCache
 
     cache = ImageCache.open(work)

@@ -100,9 +100,24 @@ def read_weights(path: Path, model: nn.Module) -> dict:
         raise PipelineError(f"cannot read weights ({type(e).__name__}: {str(e).splitlines()[0][:200]})", path) from None
     convert = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
     if convert is not None:
-        state = convert(state, model)
+        try:
+            state = convert(state, model)
+        except Exception as e:  # the architecture's converter chokes on another model's tensors
+            raise PipelineError(f"timm cannot convert the file for {type(model).__name__} ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0][:200]}); is it that architecture's weights?", path) from None
     own = model.state_dict()
     return {k: v for k, v in state.items() if k in own or not _is_classifier(k, model)}
+
+
+def check_shapes(state: dict, model: nn.Module, architecture: str, path) -> None:
+    """load_state_dict(strict=False) still raises on a shape mismatch; name the file and the tensors."""
+    own = model.state_dict()
+    wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
+             if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        shown = "; ".join(f"{k} is {list(a)} in the file, {list(b)} in the model" for k, a, b in wrong[:3])
+        raise PipelineError(f"{len(wrong)} tensor(s) have another shape than {architecture}'s ({shown}); "
+                            "are these weights of another width or variant?", path)
 
 
 def _is_classifier(key: str, model: nn.Module) -> bool:
@@ -177,6 +192,7 @@ def create_backbone(spec: dict, pretrained: bool | str = False) -> nn.Module:
                             "downloaded weights file", "model.pretrained") from None
     if isinstance(pretrained, str):
         state = read_weights(Path(pretrained), model)
+        check_shapes(state, model, spec["architecture"], pretrained)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing:
             raise PipelineError(f"{len(missing)} of {spec['architecture']}'s tensors are not in the file "
@@ -250,6 +266,20 @@ def build_model(cfg: dict, cache_hw=None) -> EmbeddingNet:
         backbone = create_backbone(spec, pretrained=bool(m["pretrained"]))
     spec["pool"], spec["feature_dim"] = _probe(backbone, spec, cache_hw)
     return EmbeddingNet(spec, backbone)
+
+
+def set_grad_checkpointing(net: nn.Module, enabled: bool) -> None:
+    """model.grad_checkpointing: the backbone recomputes its blocks' activations in the backward pass
+    (timm's own switch); a training-time memory lever, not part of the network's spec."""
+    if not enabled:
+        return
+    backbone = getattr(net, "backbone", None)
+    try:
+        backbone.set_grad_checkpointing(True)
+    except (AttributeError, AssertionError, NotImplementedError) as e:
+        name = getattr(net, "spec", {}).get("architecture", type(backbone).__name__)
+        raise PipelineError(f"{name} has no gradient checkpointing in timm ({type(e).__name__}: {e})",
+                            "model.grad_checkpointing") from None
 
 
 class SnapshotEnsemble(nn.Module):
