@@ -4,7 +4,10 @@ own idea of it.
 
 As a launcher (`torchrun ... -m tests.collective_check train ...`) it runs `whale` with the checks on
 and, at exit, prints how many collectives of each kind it checked. `require(device_of)` installs the
-checks in-process, with any rule for the required device."""
+checks in-process, with any rule for the required device.
+
+WHALE_TEST_FAST_CLOCK=<rank>:<factor> makes that rank's training clock run `factor` times fast (as if
+its clock had started long before rank 0's): the ranks must still agree on the time budget's progress."""
 from __future__ import annotations
 
 import atexit
@@ -66,8 +69,19 @@ def restore(originals: dict) -> None:
         setattr(dist, name, original)
 
 
+def skew_clock() -> None:
+    spec = os.environ.get("WHALE_TEST_FAST_CLOCK")
+    if not spec or int(spec.split(":")[0]) != int(os.environ.get("RANK", "0")):
+        return
+    from pipeline.training import loop
+
+    factor, real, start = float(spec.split(":")[1]), loop.clock, loop.clock()
+    loop.clock = lambda: start + factor * (real() - start)
+
+
 def main() -> int:
     require(backend_rule)
+    skew_clock()
     atexit.register(lambda: print(f"collectives checked: {dict(sorted(counts.items()))}", file=sys.stderr))
     from pipeline.cli import main as whale
 

@@ -12,7 +12,7 @@ from pipeline.io.paths import model_dir
 from pipeline.stages.common import add_common, add_folds, folds_file, parse_folds, seed_everything, stage_config
 from pipeline.data.folds import read_folds
 from pipeline.training.checkpoint import load_checkpoint
-from pipeline.training.fit import fit
+from pipeline.training.fit import comparable, fit
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         out = model_dir(args.work, cfg["name"], fold)
         final = out / "final.pt"
         if final.exists() and not (args.force or args.restart):
-            if training_part(load_checkpoint(final)["config"]) == training_part(cfg):
+            if training_part(comparable(load_checkpoint(final)["config"])) == training_part(comparable(cfg)):
                 log.info("fold %d: %s is up to date with this config; skipping (--force to retrain)", fold, final)
                 continue
         if args.force:

@@ -72,6 +72,12 @@ class DistInfo:
         dist.broadcast(local, src=0)
         return local.to(tensor.device)
 
+    def broadcast_float(self, value: float) -> float:
+        """Rank 0's number on every rank (the training clock: ranks must agree on the budget's progress)."""
+        if not self.enabled:
+            return value
+        return float(self.broadcast(torch.tensor([value], dtype=torch.float64)).item())
+
     def broadcast_array(self, array: np.ndarray) -> np.ndarray:
         """Rank 0's numpy array on every rank (e.g. divide and conquer's clusters)."""
         return self.broadcast(torch.from_numpy(np.ascontiguousarray(array))).numpy()

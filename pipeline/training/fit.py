@@ -19,17 +19,53 @@ from pipeline.errors import PipelineError
 from pipeline.io.atomic import write_yaml
 from pipeline.losses import build_loss
 from pipeline.models import build_model
-from pipeline.models.net import model_from_checkpoint
+from pipeline.models.net import model_from_checkpoint, set_grad_checkpointing
 from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.training.device import amp_dtype, precision_name
 from pipeline.training.divide import Recluster
 from pipeline.training.distributed import cleanup, device_for, prepare_model, setup
 from pipeline.training.hooks import Checkpoint, EpochLog, Progress, Snapshots, StepDelay, TimeBudget
 from pipeline.training.loop import Trainer
+from pipeline.training.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 
 # Config sections whose change makes an old checkpoint unusable for resuming.
 RESUME_SECTIONS = ("model", "loss", "sampler", "divide", "augment", "preprocess", "seed")
+# Settings that change memory and speed, never the weights: switching them on mid-run (after an
+# out-of-memory error) resumes, and a trained model stays up to date.
+COMPUTE_ONLY = (("model", "grad_checkpointing"),)
+
+
+def comparable(cfg: dict) -> dict:
+    """The config without its compute-only settings."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
+    for section, key in COMPUTE_ONLY:
+        if isinstance(out.get(section), dict):
+            out[section].pop(key, None)
+    return out
+
+
+def pk_sampler(labels, sampling: dict, seed: int, dist, accumulate_steps: int) -> PKBatchSampler:
+    """The P x K sampler of this rank; a global batch that does not split over the processes (or a
+    process's share over the micro-batches) is a config error, not a ValueError."""
+    try:
+        sampler = PKBatchSampler(labels, sampling["classes_per_batch"], sampling["photos_per_class"], seed,
+                                 rank=dist.rank, world=dist.world, new_whale_share=float(sampling["new_whale_share"]),
+                                 hard_classes=bool(sampling["hard_classes"]),
+                                 hard_class_pool=int(sampling["hard_class_pool"]))
+    except ValueError as e:
+        if "does not split" not in str(e):
+            raise PipelineError(str(e), "sampler") from None
+        raise PipelineError(f"the global batch (sampler.classes_per_batch x photos_per_class = "
+                            f"{sampling['classes_per_batch']} x {sampling['photos_per_class']}, capped at the fold's "
+                            f"whales) does not split over {dist.world} processes: make it a multiple of "
+                            f"{dist.world}", "sampler.classes_per_batch") from None
+    local = sampler.batch_size // dist.world
+    if accumulate_steps < 1 or local % accumulate_steps:
+        raise PipelineError(f"each process's batch of {local} photos does not split into {accumulate_steps} "
+                            "equal micro-batches", "train.accumulate_steps")
+    return sampler
 
 
 def training_photos(folds: pd.DataFrame, fold: int | None, new_whale: bool = False) -> pd.DataFrame:
@@ -81,17 +117,14 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
     # A resumed run rebuilds its network from the checkpoint: the pretrained weights are not read again.
     model = model_from_checkpoint(state, snapshots=False) if state is not None and state.get("network") \
         else build_model(cfg, cache_hw)
+    set_grad_checkpointing(model, bool(cfg["model"]["grad_checkpointing"]))
     model = prepare_model(model, dist).to(device)
     loss = build_loss(cfg, num_classes, model.embedding_dim, class_counts).to(device)
     t = cfg["train"]
-    optimizer = torch.optim.AdamW([
-        {"params": model.parameters(), "lr": float(t["lr"])},
-        {"params": loss.parameters(), "lr": float(t["lr"]) * float(cfg["loss"]["lr_multiplier"])},
-    ], weight_decay=float(t["weight_decay"]))
+    optimizer = build_optimizer(model, loss, cfg)
+    precision = amp_dtype(device, bool(t["amp"]), str(t["amp_dtype"]))
     transform = train_transform(cfg["augment"])
-    sampler = PKBatchSampler(labels, sampling["classes_per_batch"], sampling["photos_per_class"], seed,
-                             rank=dist.rank, world=dist.world, new_whale_share=float(sampling["new_whale_share"]),
-                             hard_classes=bool(sampling["hard_classes"]), hard_class_pool=int(sampling["hard_class_pool"]))
+    sampler = pk_sampler(labels, sampling, seed, dist, int(t["accumulate_steps"]))
     dataset = CachedPhotos(cache.images, rows, labels, transform, flipped)
     divide = cfg["divide"]
     recluster = [Recluster(CachedPhotos(cache.images, rows, labels, None, flipped), int(divide["clusters"]),
@@ -111,10 +144,11 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
                       hooks=[TimeBudget(budget)] + recluster + snapshots +
                             ([Progress(f"train fold {fold}"), EpochLog(out_dir / "log.csv"), Checkpoint(last_path)]
                              if dist.is_main else []) + delay,
-                      amp=bool(t["amp"]), grad_clip=t["grad_clip"], warmup_epochs=float(t["warmup_epochs"]),
-                      time_budget_s=None if budget is None else float(budget) * 60, dist=dist, cycles=cycles)
+                      precision=precision, grad_clip=t["grad_clip"], warmup_epochs=float(t["warmup_epochs"]),
+                      time_budget_s=None if budget is None else float(budget) * 60, dist=dist, cycles=cycles,
+                      accumulate_steps=int(t["accumulate_steps"]), max_skipped_steps=int(t["max_skipped_steps"]))
     if state is not None:
-        trainer.restore(state)
+        trainer.restore(state, last_path)
         log.info("resuming %s at epoch %d (%.0fs already spent)", last_path, trainer.epoch, trainer.elapsed_before)
     if dist.is_main:
         write_yaml(out_dir / "config.yaml", cfg)
@@ -122,13 +156,17 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
     final = {"model": model.state_dict(), "network": model.spec, "config": cfg, "whales": whales,
              "fold": -1 if fold is None else fold,
              "epochs": trainer.epoch, "steps": trainer.step, "elapsed": trainer.elapsed(),
-             "history": trainer.history, "snapshots": trainer.snapshots}
+             "history": trainer.history, "snapshots": trainer.snapshots,
+             # How it ran (make gpu-check asserts CUDA and mixed precision from these).
+             "device": str(device), "precision": precision_name(precision), "processes": dist.world,
+             "skipped_steps": trainer.skipped_steps}
     if dist.is_main:
         save_checkpoint(final_path, final)
     cleanup(dist)
     return {"fold": fold, "epochs": trainer.epoch, "steps": trainer.step, "seconds": round(trainer.elapsed(), 1),
             "final_loss": trainer.history[-1]["loss"] if trainer.history else None, "whales": len(whales),
-            "photos": len(rows), "device": str(device), "processes": dist.world}
+            "photos": len(rows), "device": str(device), "processes": dist.world,
+            "precision": precision_name(precision), "skipped_steps": trainer.skipped_steps}
 
 
 @torch.no_grad()
@@ -161,6 +199,7 @@ def zero_shot(cfg: dict, model, whales: list[str], fold: int | None, final_path:
 
 
 def check_resumable(saved: dict, current: dict, path: Path) -> None:
+    saved, current = comparable(saved), comparable(current)
     for section in RESUME_SECTIONS:
         if saved.get(section) != current.get(section):
             raise PipelineError(f"checkpoint was trained with a different {section!r} config; "

@@ -54,7 +54,8 @@ class TimeBudget(Hook):
         self.seconds = None if minutes is None else float(minutes) * 60
 
     def after_step(self, trainer) -> None:
-        if self.seconds is not None and trainer.elapsed() >= self.seconds:
+        # Rank 0's clock (every rank reads the same value, so every rank stops at the same step).
+        if self.seconds is not None and trainer.shared_elapsed >= self.seconds:
             if not trainer.stop_requested:
                 log.info("time budget of %.1f min reached at epoch %d", self.seconds / 60, trainer.epoch)
             trainer.stop_requested = True
