@@ -11,13 +11,19 @@ PIPELINE ?= configs/pipeline.yaml
 FOLDS_FILE ?=
 SET ?=
 NPROC ?= 1
+# Several machines (NNODES > 1): run `make train` on each with the same NNODES, NPROC, RDZV_ENDPOINT
+# (host:port of any one of them) and RDZV_ID; torchrun's c10d rendezvous assigns the ranks.
+NNODES ?= 1
+RDZV_ENDPOINT ?=
+RDZV_ID ?= whale
 # Which faiss build to install: gpu where an NVIDIA driver is found, else cpu (one of them, never both).
 FAISS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),gpu,cpu)
 
 VENV := .venv
 WHALE := $(VENV)/bin/whale
 PYTHON := $(VENV)/bin/python
-INSTALLED := $(VENV)/.installed
+# One stamp per faiss build: a venv made on a CPU machine and reused on a GPU one is reinstalled.
+INSTALLED = $(VENV)/.installed-$(FAISS)
 FOLDS_ARG = $(if $(FOLDS_FILE),--folds-file $(FOLDS_FILE))
 COMMON = --work $(WORK) --pipeline $(PIPELINE) $(foreach s,$(SET),--set $(s))
 MODEL_ARGS = $(COMMON) --model $(MODEL) $(FOLDS_ARG)
@@ -32,11 +38,16 @@ DEMO_ARGS := DATA=$(DEMO_DATA) WORK=$(DEMO_WORK) MODEL=demo_triplet PIPELINE=con
 
 install: $(INSTALLED)
 
-# torch and torchvision first, pinned: this machine serves exactly these from its own disk.
+# torch and torchvision first, pinned: this machine serves exactly these from its own disk. Every
+# faiss build installs the same `faiss` package, so all of them go before the chosen one is installed
+# (one left behind would shadow or half-delete it).
 $(INSTALLED): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	rm -f $(VENV)/.installed $(VENV)/.installed-*
+	$(VENV)/bin/pip uninstall --quiet --yes faiss-cpu faiss-gpu faiss-gpu-cu12 faiss-gpu-cu11 2>/dev/null || true
 	$(VENV)/bin/pip install --quiet -e '.[dev,$(FAISS)]'
+	$(VENV)/bin/python -c "import faiss; print('faiss', faiss.__version__, 'sees', faiss.get_num_gpus(), 'GPU(s)')"
 	touch $@
 
 demo: install
@@ -53,8 +64,9 @@ test: install
 test-slow: install
 	$(VENV)/bin/pytest -q -m slow
 
-# On a CUDA machine: the demo chain on the GPU with AMP, faiss GPU vs CPU search, DDP over NCCL (2+ GPUs).
-# Elsewhere it says what it skipped and exits 0.
+# On a CUDA machine: the demo chain on CUDA with AMP, retrieval's flat and IVF index on the GPU against
+# the CPU, DDP over NCCL with ArcFace (one process against two; 2+ GPUs), timings. It fails where
+# nvidia-smi finds a GPU that torch cannot use; on a machine without one it says what it skipped, exit 0.
 gpu-check: install
 	$(PYTHON) -m pipeline.diagnostics.gpu_check
 
@@ -96,10 +108,14 @@ preprocess: install
 folds: install
 	$(WHALE) folds $(COMMON) $(FOLDS_ARG)
 
-# NPROC=2 (or more) trains under torchrun with DDP: NCCL on GPUs, gloo on the CPU.
-TRAIN_CMD = $(if $(filter 1,$(NPROC)),$(WHALE),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m pipeline)
+# NPROC=2 (or more) trains under torchrun with DDP: NCCL on GPUs, gloo on the CPU; NNODES > 1 over machines.
+RDZV_ARGS = $(if $(filter 1,$(NNODES)),--standalone,--nnodes=$(NNODES) --rdzv_backend=c10d \
+            --rdzv_endpoint=$(RDZV_ENDPOINT) --rdzv_id=$(RDZV_ID))
+TORCHRUN = $(VENV)/bin/torchrun $(RDZV_ARGS) --nproc_per_node=$(NPROC) -m pipeline
+TRAIN_CMD = $(if $(filter 11,$(NPROC)$(NNODES)),$(WHALE),$(TORCHRUN))
 
 train: install
+	$(if $(and $(filter-out 1,$(NNODES)),$(if $(RDZV_ENDPOINT),,missing)),$(error NNODES=$(NNODES) needs RDZV_ENDPOINT=host:port, one of the machines))
 	$(TRAIN_CMD) train $(MODEL_ARGS) --folds $(FOLDS) $(if $(BUDGET),--budget $(BUDGET))
 
 embed: install
