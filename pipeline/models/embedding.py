@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from pipeline.data.transforms import to_tensor
 from pipeline.progress import Progress
-from pipeline.training.device import autocast
+from pipeline.training.device import amp_dtype as resolve_amp, autocast
 
 
 def photo_batches(images: np.ndarray, rows: np.ndarray, batch_size: int, device):
@@ -18,17 +18,19 @@ def photo_batches(images: np.ndarray, rows: np.ndarray, batch_size: int, device)
 
 @torch.no_grad()
 def embed_rows(model, images: np.ndarray, rows: np.ndarray, batch_size: int, flip_tta: bool,
-               device: torch.device, amp: bool = True, desc: str = "embed") -> np.ndarray:
-    """L2-normalised float32 embeddings of images[rows].
+               device: torch.device, amp: bool = True, desc: str = "embed", amp_dtype: str = "auto") -> np.ndarray:
+    """L2-normalised float32 embeddings of images[rows], under mixed precision only when `amp` (the
+    config's train.amp, in train.amp_dtype) and on CUDA.
 
     With flip_tta each vector is [e(x), e(flip x)] / sqrt(2): a dot product of two such vectors is the
     mean of the unflipped and the flipped similarity, so a flipped query meets flipped gallery photos
     (a mirrored fluke is another whale, so flipped-vs-unflipped is never compared)."""
     model.eval()
+    precision = resolve_amp(device, amp, amp_dtype)
     out = []
     progress = Progress(len(rows), desc, unit="photo", leave=False) if len(rows) > batch_size else None
     for batch in photo_batches(images, rows, batch_size, device):
-        with autocast(device, amp):
+        with autocast(device, precision):
             e = F.normalize(model(batch).float(), dim=1)
             if flip_tta:
                 e_flip = F.normalize(model(torch.flip(batch, dims=[3])).float(), dim=1)

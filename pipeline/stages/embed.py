@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from pipeline import columns as C
 from pipeline.data.cache import ImageCache, cache_dir
@@ -28,6 +30,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_folds(parser)
 
 
+def zero_shot_key(state: dict) -> str | None:
+    """For an untrained (zero-shot) checkpoint, a digest of its weights: every fold of a zero-shot
+    recipe holds the same network (unless model.centre fits one per fold), so it is embedded once."""
+    if int(state.get("steps", 1)) != 0 or state.get("snapshots"):
+        return None
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(state["model"].items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def run(args: argparse.Namespace) -> None:
     cfg = stage_config(args)
     cache = ImageCache.open(args.work)
@@ -37,6 +51,7 @@ def run(args: argparse.Namespace) -> None:
     if not folds:
         raise PipelineError("no trained fold model; run the train stage first", model_dir(args.work, cfg["name"], 0))
     cache_files = [cache_dir(args.work) / "images.npy", cache_dir(args.work) / "manifest.parquet"]
+    embedded: dict[str, Path] = {}  # zero-shot weights digest -> the folder already holding their embeddings
     for fold in folds:
         weights = model_dir(args.work, cfg["name"], fold) / "final.pt"
         out = embedding_dir(args.work, cfg["name"], fold)
@@ -44,15 +59,27 @@ def run(args: argparse.Namespace) -> None:
                       [out / "train.npy", out / "test.npy", out / "index.csv"])
         if stamp.up_to_date(args.force):
             continue
-        model = model_from_checkpoint(load_checkpoint(weights)).to(device)
-        e = cfg["embed"]
+        state = load_checkpoint(weights)
+        key = zero_shot_key(state)
+        if key in embedded:
+            for name in ("train.npy", "test.npy"):
+                write_npy(out / name, np.load(embedded[key] / name))
+            write_csv(out / "index.csv", pd.read_csv(embedded[key] / "index.csv"))
+            stamp.write()
+            log.info("fold %d: the same zero-shot network as %s; its embeddings copied", fold, embedded[key])
+            continue
+        model = model_from_checkpoint(state).to(device)
+        e, t = cfg["embed"], cfg["train"]
         index = []
         for split in (C.TRAIN, C.TEST):
             part = cache.split(split)
             vectors = embed_rows(model, cache.images, part[C.ROW].to_numpy(), int(e["batch_size"]),
-                                 bool(e["flip_tta"]), device, desc=f"embed fold {fold} {split}")
+                                 bool(e["flip_tta"]), device, desc=f"embed fold {fold} {split}",
+                                 amp=bool(t["amp"]), amp_dtype=str(t["amp_dtype"]))
             write_npy(out / f"{split}.npy", vectors)
             index.append(pd.DataFrame({C.IMAGE: part[C.IMAGE], C.SPLIT: split, C.ROW: np.arange(len(part))}))
         write_csv(out / "index.csv", pd.concat(index, ignore_index=True))
         stamp.write()
+        if key is not None:
+            embedded[key] = out
         log.info("fold %d: embeddings of %d photos written to %s", fold, sum(len(i) for i in index), out)
