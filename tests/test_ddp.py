@@ -27,9 +27,9 @@ BUDGET = ["train.time_budget_min=60", "loss.name=triplet", "divide.clusters=2", 
 @pytest.mark.parametrize("extra,env", [([], {}), (["loss.name=triplet", "sampler.hard_classes=true"], {}),
                                        (["loss.name=triplet", "divide.clusters=2", "divide.every_epochs=1"], {}),
                                        (BUDGET, {"WHALE_TEST_FAST_CLOCK": "1:10000"}),
-                                       (["train.accumulate_steps=2"], {})],
+                                       (["train.accumulate_steps=2", "model.grad_checkpointing=true"], {})],
                          ids=["arcface", "hard_classes", "divide_and_conquer", "budget_with_a_fast_clock",
-                              "accumulation"])
+                              "memory_levers"])
 def test_two_processes_match_one(tiny_synth, tmp_path, extra, env):
     sets = SETS + extra
     folds_file = prepare_twins(tiny_synth, tmp_path, sets, ("one", "two"))
