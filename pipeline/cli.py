@@ -24,9 +24,11 @@ STAGES = {
     "submit": "write the submission CSV",
     "cv": "MAP@5 per fold and overall",
     "score": "MAP@5 of a submission against a solution.csv",
+    "bundle": "export a work folder's models, galleries and policy for identification",
     "identify": "top five known whales for new photos",
     "report": "a self-contained HTML report of the run",
     "serve": "a local web page to identify uploaded photos",
+    "catalogue": "keep a catalogue of known individuals: add photos, review, decide, export",
 }
 
 

@@ -8,23 +8,16 @@ One model: its predictions (predictions/<model>). Several: the ensemble's fusion
 (predictions/ensemble_fusion, from `whale ensemble` with `fusion` among its methods)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
-
 from pipeline import columns as C
-from pipeline.data.cache import ImageCache, cache_dir
-from pipeline.data.folds import read_folds
 from pipeline.errors import PipelineError
-from pipeline.io.paths import embedding_dir, model_dir, prediction_dir
-from pipeline.retrieval.embeddings import load_embeddings
-from pipeline.retrieval.local_features import DescriptorStore, sift_descriptors
-from pipeline.retrieval.predictions import Predictions, fallback_whales
-from pipeline.retrieval.retriever import Retriever, fold_gallery, fuse_folds, merge_photos
+from pipeline.io.paths import prediction_dir
+from pipeline.retrieval.local_features import sift_descriptors
+from pipeline.retrieval.retriever import Retriever, fuse_folds, merge_photos
 from pipeline.retrieval.scores import fuse
 
 
@@ -50,7 +43,8 @@ class Identification:
 class _FoldModel:
     model: object
     gallery: object  # retriever.Gallery
-    flip_tta: bool
+    config: dict  # the checkpoint's config (embed.flip_tta, train.amp)
+    fold: int
 
 
 def prediction_set(work, models: list[str]) -> tuple[Path, list[float]]:
@@ -71,49 +65,56 @@ def prediction_set(work, models: list[str]) -> tuple[Path, list[float]]:
 
 
 class Identifier:
-    def __init__(self, work: str | Path, models: list[str], threshold: float | None = None):
+    """Scores photos against a bundle's galleries (pipeline/bundle.py): the fold networks are loaded and
+    every gallery's index is built once, here, never per request."""
+
+    def __init__(self, work: str | Path | None = None, models: list[str] | None = None,
+                 threshold: float | None = None, bundle=None):
+        from pipeline.bundle import Bundle
         from pipeline.models.net import model_from_checkpoint
         from pipeline.training.checkpoint import load_checkpoint
         from pipeline.training.device import pick_device
 
-        self.work, self.device, self.models = Path(work), pick_device(), list(models)
-        self.cache = ImageCache.open(work)
-        self.image_size = tuple(self.cache.images.shape[1:3])
-        report = cache_dir(work) / "preprocess.json"
-        facts = json.loads(report.read_text()) if report.is_file() else {}
-        self.data_dir = Path(facts["data"]) if "data" in facts else None
-        self.auto_crop = bool(facts.get("auto_crop", False))  # query photos are cropped as the cache was
-        folder, self.weights = prediction_set(work, models)
-        self.policy = Predictions.read(folder).policy
-        if threshold is not None:
-            self.policy.threshold = float(threshold)
-        folds_path = self.policy.fitted.get("folds_file")
-        if not folds_path:
-            raise PipelineError("these predictions predate recorded fold galleries; re-run knn", folder / "threshold.json")
-        folds = read_folds(folds_path)
-        self.fallback = fallback_whales(folds)
+        if bundle is None:
+            bundle = Bundle.from_work(work, list(models), threshold)
+        elif threshold is not None:
+            bundle.policy.threshold = float(threshold)
+        self.bundle, self.device = bundle, pick_device()
+        self.models = [m.name for m in bundle.models]
+        self.weights = [m.weight for m in bundle.models]
+        self.image_size, self.auto_crop = bundle.image_size, bundle.auto_crop
+        self.policy, self.fallback, self.p_new = bundle.policy, bundle.fallback, bundle.p_new
+        self.photo_root = bundle.photo_root
         self.fold_models: dict[str, list[_FoldModel]] = {}
         self.retrievers: dict[str, Retriever] = {}
-        for name in models:
-            config_path = prediction_dir(work, name) / "config.yaml"
-            if not config_path.is_file():
-                raise PipelineError("no saved config for these predictions; re-run knn", config_path)
-            saved = yaml.safe_load(config_path.read_text())
-            store = DescriptorStore.open(work, saved["knn"]["local_keypoints"]) if saved["knn"].get("local") else None
-            self.retrievers[name] = Retriever.from_config(saved, descriptors=store)
-            fold_list = sorted(int(f) for f in Predictions.read(prediction_dir(work, name)).oof[C.FOLD].unique())
-            self.fold_models[name] = []
-            for fold in fold_list:
-                state = load_checkpoint(model_dir(work, name, fold) / "final.pt")
+        for model in bundle.models:
+            knn = model.config["knn"]
+            store = bundle.descriptors.get(int(knn["local_keypoints"])) if knn.get("local") else None
+            self.retrievers[model.name] = Retriever.from_config(model.config, descriptors=store)
+            self.fold_models[model.name] = []
+            for fold in sorted(model.checkpoints):
+                state = load_checkpoint(model.checkpoints[fold])
                 net = model_from_checkpoint(state).to(self.device).eval()
-                vectors = load_embeddings(embedding_dir(work, name, fold), folds[C.IMAGE], C.TRAIN)
-                self.fold_models[name].append(_FoldModel(net, fold_gallery(vectors, folds, fold),
-                                                         bool(state["config"]["embed"]["flip_tta"])))
+                self.fold_models[model.name].append(_FoldModel(net, model.galleries[fold], state["config"], fold))
         self.photos_per_whale = int(next(iter(self.retrievers.values())).cfg["photos_per_whale"])
+        for name, fold_models in self.fold_models.items():  # every gallery's index, once
+            options = self.retrievers[name]._index_options()
+            for fm in fold_models:
+                fm.gallery.index(options)
+
+    @classmethod
+    def from_bundle(cls, folder, threshold: float | None = None) -> "Identifier":
+        from pipeline.bundle import Bundle
+
+        return cls(bundle=Bundle.load(folder), threshold=threshold)
 
     @property
     def threshold(self) -> float | None:
         return self.policy.threshold
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
 
     def load_photo(self, path: str | Path) -> np.ndarray:
         from pipeline.data.images import UnreadableImage, load_rgb
@@ -125,31 +126,64 @@ class Identifier:
         except FileNotFoundError:
             raise PipelineError("file not found", path) from None
 
-    def scores(self, photos: list[np.ndarray], names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(fused score table, best photos per candidate) for the photos, as knn/ensemble would score them."""
+    def embed(self, photos: list[np.ndarray]) -> dict[tuple[str, int], np.ndarray]:
+        """(model, fold) -> the photos' embeddings by that fold network."""
         from pipeline.models.embedding import embed_rows
 
         batch = np.stack(photos)
-        per_model, photo_tables, local = [], [], {}
+        out = {}
+        for name, fold_models in self.fold_models.items():
+            for fm in fold_models:
+                train = fm.config["train"]
+                out[(name, fm.fold)] = embed_rows(fm.model, batch, np.arange(len(batch)), 32,
+                                                  bool(fm.config["embed"]["flip_tta"]), self.device,
+                                                  amp=bool(train["amp"]), desc="identify",
+                                                  **({"amp_dtype": train["amp_dtype"]} if "amp_dtype" in train else {}))
+        return out
+
+    def local_descriptors(self, photos: list[np.ndarray]) -> dict[int, list[np.ndarray]]:
+        """local_keypoints -> each photo's SIFT descriptors, for the models that match locally."""
+        out = {}
+        for retriever in self.retrievers.values():
+            keypoints = retriever.cfg.get("local_keypoints")
+            if retriever.local is not None and keypoints not in out:
+                out[keypoints] = [sift_descriptors(photo, keypoints) for photo in photos]
+        return out
+
+    def rank(self, embeddings: dict, local: dict, names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(fused score table, best photos per candidate) for embedded queries, as knn/ensemble score."""
+        per_model, photo_tables = [], []
         for name in self.models:
             retriever = self.retrievers[name]
-            keypoints = retriever.cfg.get("local_keypoints")
-            if retriever.local is not None and keypoints not in local:
-                local[keypoints] = [sift_descriptors(photo, keypoints) for photo in photos]
             tables, known = [], []
             for fm in self.fold_models[name]:
-                queries = embed_rows(fm.model, batch, np.arange(len(batch)), 32, fm.flip_tta, self.device,
-                                     desc="identify")
-                result = retriever.search(fm.gallery, queries, names, photos=self.photos_per_whale,
-                                          query_descriptors=local.get(keypoints))
+                result = retriever.search(fm.gallery, embeddings[(name, fm.fold)], names, photos=self.photos_per_whale,
+                                          query_descriptors=local.get(retriever.cfg.get("local_keypoints")))
                 tables.append(result.scores)
-                known.append(set(fm.gallery.ids))
+                known.append(set(fm.gallery.whale_codes()[0]))
                 photo_tables.append(result.photos)
             per_model.append(fuse_folds(tables, known))
         return fuse(per_model, self.weights), merge_photos(photo_tables, self.photos_per_whale)
 
+    def scores(self, photos: list[np.ndarray], names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(fused score table, best photos per candidate) for the photos, as knn/ensemble would score them."""
+        return self.rank(self.embed(photos), self.local_descriptors(photos), names)
+
+    def new_probability(self, fused: pd.DataFrame, names: list[str]) -> np.ndarray:
+        """P(new individual) of each query, from its best whale score (decision/calibration.py)."""
+        from pipeline.retrieval.threshold import top_whales
+
+        _, vals = top_whales(fused, names)
+        return self.p_new(vals[:, 0])
+
+    def photo_path(self, name: str) -> str:
+        return str(self.photo_root / name) if self.photo_root is not None else str(name)
+
     def identify(self, photos: list[np.ndarray], names: list[str]) -> list[Identification]:
         fused, best = self.scores(photos, names)
+        return self.explain(fused, best, names)
+
+    def explain(self, fused: pd.DataFrame, best: pd.DataFrame, names: list[str]) -> list[Identification]:
         labels = self.policy.labels(fused, names, self.fallback)
         score_of = fused.set_index([C.IMAGE, C.ID])[C.SCORE]
         photos_of = best.groupby([C.IMAGE, C.ID])["photo"].apply(list)
@@ -161,9 +195,7 @@ class Identifier:
                     candidates.append(Candidate(whale, None))
                     continue
                 score = score_of.get((name, whale))
-                hits = photos_of.get((name, whale), [])
-                if self.data_dir is not None:
-                    hits = [str(self.data_dir / "train" / h) for h in hits]
+                hits = [self.photo_path(h) for h in photos_of.get((name, whale), [])]
                 candidates.append(Candidate(whale, None if score is None else float(score), hits))
             out.append(Identification(name, candidates))
         return out

@@ -37,13 +37,69 @@ AGGREGATIONS = ("max", "centroid")
 
 @dataclass(eq=False)
 class Gallery:
+    """The photos a query is searched against. Its faiss index is built once (on the first search
+    with given index options) and kept; `append` adds photos to the arrays and to that index, so a
+    growing gallery (a catalogue's confirmed photos) is never rebuilt per request."""
     vectors: np.ndarray  # L2-normalised, one row per photo
     ids: np.ndarray  # whale of each row
     names: np.ndarray  # photo of each row
     negatives: np.ndarray | None = None  # train's new_whale photos beside it (verification negatives)
 
+    def __post_init__(self):
+        self._indexes: dict = {}  # index options -> faiss index over `vectors`
+        self._codes = None  # (whales, code of each row), cached until ids change
+        self._rows_by_whale = None
+
     def __len__(self) -> int:
         return len(self.ids)
+
+    def index(self, options: dict):
+        from pipeline.retrieval.index import build_index, check_embeddings
+
+        key = tuple(sorted(options.items()))
+        if key not in self._indexes:
+            self._indexes[key] = build_index(check_embeddings(self.vectors, "gallery"), **options)
+        return self._indexes[key]
+
+    def search(self, queries: np.ndarray, k: int, options: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, rows), queries x k, best first, from the kept index."""
+        from pipeline.retrieval.index import check_embeddings
+
+        k = min(int(k), len(self))
+        return self.index(options).search(check_embeddings(queries, "queries"), k)
+
+    def append(self, vectors: np.ndarray, ids, names) -> None:
+        """Adds photos (rows of L2-normalised vectors) to the gallery and to every index built so far."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.vectors.shape[1])
+        self.vectors = np.concatenate([self.vectors, vectors])
+        self.ids = np.concatenate([self.ids, np.asarray(ids, dtype=self.ids.dtype if len(self.ids) else object)])
+        self.names = np.concatenate([self.names, np.asarray(names, dtype=self.names.dtype if len(self.names)
+                                                             else object)])
+        for index in self._indexes.values():
+            index.add(vectors)
+        self._codes = self._rows_by_whale = None
+
+    def relabel(self, ids: np.ndarray) -> None:
+        """New whale ids for the same rows (a merge or split): the vectors and indexes stay."""
+        if len(ids) != len(self.ids):
+            raise ValueError("relabel needs one id per gallery row")
+        self.ids = np.asarray(ids)
+        self._codes = self._rows_by_whale = None
+
+    def whale_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted distinct whales, each row's position among them)."""
+        if self._codes is None:
+            self._codes = np.unique(self.ids, return_inverse=True)
+        return self._codes
+
+    def rows_by_whale(self) -> dict:
+        """whale -> its gallery rows."""
+        if self._rows_by_whale is None:
+            whales, codes = self.whale_codes()
+            order = np.argsort(codes, kind="stable")
+            bounds = np.searchsorted(codes[order], np.arange(len(whales) + 1))
+            self._rows_by_whale = {w: order[bounds[i]:bounds[i + 1]] for i, w in enumerate(whales)}
+        return self._rows_by_whale
 
 
 def fold_gallery(vectors: np.ndarray, folds: pd.DataFrame, fold: int) -> Gallery:
@@ -98,9 +154,12 @@ class Retriever:
             sims, idx = search(centroids, queries, self.cfg["keep_top"], **self._index_options())
             codes, scores = idx, sims
         else:
-            sims, idx = search(vectors, queries, self.cfg["neighbours"], **self._index_options())
+            if vectors is gallery.vectors:  # no database-side augmentation: the gallery's kept index serves
+                sims, idx = gallery.search(queries, self.cfg["neighbours"], self._index_options())
+            else:
+                sims, idx = search(vectors, queries, self.cfg["neighbours"], **self._index_options())
             sims, idx = rerank.rescore(vectors, queries, sims, idx, self.cfg, self._index_options())
-            whales, gallery_codes = np.unique(gallery.ids, return_inverse=True)
+            whales, gallery_codes = gallery.whale_codes()
             codes, scores = rank_whales(sims, idx, gallery_codes, int(self.cfg["keep_top"]))
         q, r = np.nonzero(codes >= 0)
         table = pd.DataFrame({C.IMAGE: names[q], C.ID: whales[codes[q, r]], C.SCORE: scores[q, r].astype(np.float32)})
@@ -159,7 +218,7 @@ def photos_by_similarity(vectors, gallery: Gallery, queries, names, table: pd.Da
     """Each candidate's n gallery photos most similar to the query (centroid aggregation)."""
     rows = []
     position = {name: q for q, name in enumerate(names)}
-    by_whale = pd.Series(np.arange(len(gallery))).groupby(gallery.ids).apply(np.asarray)
+    by_whale = gallery.rows_by_whale()
     for name, whale in zip(table[C.IMAGE], table[C.ID]):
         members = by_whale[whale]
         sims = vectors[members] @ queries[position[name]]

@@ -13,6 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", default=None,
                         help="trained recipes to use (default: every model with embeddings in WORK; several are "
                              "fused as the ensemble stage's fusion fused them)")
+    parser.add_argument("--bundle", default=None, help="an identification bundle (`whale bundle`) instead of WORK")
     parser.add_argument("--threshold", type=float, default=None, help="override the tuned new_whale threshold")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -22,10 +23,15 @@ def run(args: argparse.Namespace) -> list[dict]:
     from pipeline.io.paths import embedded_models
     from pipeline.retrieval.identify import Identifier
 
-    models = args.models or embedded_models(args.work)
-    if not models:
-        raise PipelineError("no trained model with embeddings; run train and embed first", Path(args.work) / "embeddings")
-    identifier = Identifier(args.work, models, args.threshold)
+    if args.bundle:
+        identifier = Identifier.from_bundle(args.bundle, args.threshold)
+        models = identifier.models
+    else:
+        models = args.models or embedded_models(args.work)
+        if not models:
+            raise PipelineError("no trained model with embeddings; run train and embed first",
+                                Path(args.work) / "embeddings")
+        identifier = Identifier(args.work, models, args.threshold)
     photos = [identifier.load_photo(p) for p in args.photos]
     results = [r.as_dict() for r in identifier.identify(photos, [str(p) for p in args.photos])]
     if args.json:

@@ -66,8 +66,7 @@ def create_app(work: str | Path, models: list[str], threshold: float | None = No
         cells = [f'<figure class="query"><img src="{jpeg_uri(photo, 110)}"><figcaption>your photo</figcaption></figure>']
         for rank, c in enumerate(result.candidates, 1):
             if c.photos:
-                row = identifier.cache.rows([Path(c.photos[0]).name])[0]
-                body = f'<img src="{jpeg_uri(identifier.cache.images[row], 110)}">'
+                body = f'<img src="{jpeg_uri(identifier.load_photo(c.photos[0]), 110)}">'
             else:
                 body = f'<div class="nw">{html.escape(c.whale)}</div>'
             score = "" if c.score is None else f" {c.score:.3f}"

@@ -1,0 +1,1 @@
+"""The biologist's catalogue of known individuals: storage, matching, decisions, exports, evaluation."""

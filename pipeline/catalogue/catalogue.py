@@ -1,0 +1,428 @@
+"""The catalogue's operations, the one library behind `whale catalogue ...` and the review page:
+init (from a Kaggle-layout set, bound to a work folder's bundle), add, queue, decide, merge, split,
+undo, rematch, rebind. Each change is one transaction of the store (store.py); a confirmed photo joins
+the matcher's galleries as soon as its decision commits (matching.py)."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import columns as C
+from pipeline.catalogue.matching import CatalogueMatcher, Ranking, ranking_json
+from pipeline.catalogue.store import Store, content_hash, crash_point, descriptor_blob, now, vector_blob
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+DECISIONS = ("match", "new", "unsure", "junk")
+FINAL = ("confirmed", "junk")  # a photo in these states has been decided
+OPEN = ("pending", "unsure", "unidentified")  # a photo in these may be decided
+DEFAULT_SPECIES = {"genus": "Megaptera", "species": "novaeangliae"}
+ALLOWED_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+@dataclass
+class Added:
+    name: str
+    hash: str | None
+    ranking: Ranking | None = None
+    refused: str | None = None  # why the photo was not added
+
+
+class Catalogue:
+    def __init__(self, store: Store):
+        self.store = store
+        self._matcher: CatalogueMatcher | None = None
+
+    @classmethod
+    def open(cls, folder) -> "Catalogue":
+        return cls(Store.open(folder))
+
+    @property
+    def matcher(self) -> CatalogueMatcher:
+        if self._matcher is None:
+            self._matcher = CatalogueMatcher.open(self.store)
+        return self._matcher
+
+    @property
+    def folder(self) -> Path:
+        return self.store.folder
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ------------------------------------------------------------------------------- init
+
+    @classmethod
+    def init(cls, folder, data, work, models: list[str] | None = None, species: dict | None = None) -> "Catalogue":
+        """A catalogue from a Kaggle-layout set's train.csv + train/, bound to the bundle of `work`.
+        Photos of known ids are confirmed; train's new_whale photos are kept as unidentified."""
+        from pipeline.bundle import Bundle
+        from pipeline.io.layout import read_layout
+        from pipeline.io.paths import embedded_models
+
+        folder = Path(folder)
+        if (folder / "catalogue.db").is_file():
+            existing = Store.open(folder)
+            count = existing.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+            existing.close()
+            if count:
+                raise PipelineError(f"a catalogue with {count} photos is already here; use --rebind to bind it "
+                                    "to another work folder", folder)
+        layout = read_layout(data)
+        models = models or embedded_models(work)
+        if not models:
+            raise PipelineError("no trained model with embeddings; run train and embed first", Path(work) / "embeddings")
+        bundle = Bundle.from_work(work, models)
+        store = Store.open(folder, create=True)
+        version = bundle.save(folder / "bundle")
+        catalogue = cls(store)
+        catalogue._import_train(layout, work, bundle, {**DEFAULT_SPECIES, **(species or {})}, version)
+        return catalogue
+
+    def _import_train(self, layout, work, bundle, species: dict, version: str) -> None:
+        from pipeline.io.paths import embedding_dir
+        from pipeline.retrieval.embeddings import load_embeddings
+        from pipeline.retrieval.local_features import DescriptorStore
+
+        train = layout.train
+        names = train[C.IMAGE].tolist()
+        vectors = {(m.name, f): load_embeddings(embedding_dir(work, m.name, f), names, C.TRAIN)
+                   for m in bundle.models for f in m.checkpoints}
+        local = {k: DescriptorStore.open(work, k).get(names, C.TRAIN) for k in bundle.descriptors}
+        store, stamp = self.store, now()
+        with store.writing() as db:
+            store.set_setting(db, "species", species)
+            store.set_setting(db, "bundle_version", version)
+            store.set_setting(db, "source", {"data": str(Path(layout.root).resolve()), "work": str(Path(work).resolve())})
+            linked = 0
+            seen: dict[str, str] = {}
+            for i, (name, whale) in enumerate(zip(names, train[C.ID])):
+                path = layout.train_dir / name
+                data = path.read_bytes()
+                digest = content_hash(data)
+                if digest in seen:  # the same bytes under another name: linked, never stored twice
+                    db.execute("INSERT OR IGNORE INTO photo_names VALUES (?, ?)", (name, digest))
+                    linked += 1
+                    continue
+                seen[digest] = name
+                known = whale != C.NEW_WHALE
+                if known and not db.execute("SELECT 1 FROM individuals WHERE id = ?", (whale,)).fetchone():
+                    db.execute("INSERT INTO individuals (id, created_at, created_by) VALUES (?, ?, 'import')",
+                               (whale, stamp))
+                relative = store.write_file(data, digest, path.suffix)
+                db.execute("INSERT INTO photos (hash, file, original_name, added_at, source, arrival, status, "
+                           "individual_id) VALUES (?, ?, ?, ?, 'import', ?, ?, ?)",
+                           (digest, relative, name, stamp, i, "confirmed" if known else "unidentified",
+                            whale if known else None))
+                db.execute("INSERT INTO photo_names VALUES (?, ?)", (name, digest))
+                for (model, fold), array in vectors.items():
+                    db.execute("INSERT INTO embeddings VALUES (?, ?, ?, ?)", (digest, model, fold, vector_blob(array[i])))
+                for keypoints, arrays in local.items():
+                    db.execute("INSERT INTO descriptors VALUES (?, ?, ?)", (digest, keypoints, descriptor_blob(arrays[i])))
+            db.execute("INSERT INTO decisions (kind, reviewer, at, bundle_version, details) VALUES "
+                       "('import', 'import', ?, ?, ?)",
+                       (stamp, version, json.dumps({"data": str(layout.root), "photos": len(seen), "linked": linked})))
+        log.info("catalogue %s: %d photos imported (%d linked by content hash), bundle %s", self.folder, len(seen),
+                 linked, version)
+
+    def rebind(self, work, models: list[str] | None = None) -> str:
+        """Binds the catalogue to another work folder's bundle: every photo is embedded anew by its fold
+        networks (and its local descriptors recomputed), and pending photos are ranked again."""
+        from pipeline.bundle import Bundle
+        from pipeline.io.paths import embedded_models
+        from pipeline.retrieval.identify import Identifier
+
+        models = models or embedded_models(work)
+        bundle = Bundle.from_work(work, models)
+        staging = self.folder / "bundle.new"
+        version = bundle.save(staging)
+        identifier = Identifier(bundle=Bundle.load(staging))
+        rows = self.store.db.execute("SELECT hash FROM photos ORDER BY arrival").fetchall()
+        hashes = [r[0] for r in rows]
+        embeddings, local = {}, {}
+        for start in range(0, len(hashes), 64):
+            part = hashes[start:start + 64]
+            photos = [identifier.load_photo(self.store.photo_path(h)) for h in part]
+            for key, array in identifier.embed(photos).items():
+                embeddings.setdefault(key, []).append(array)
+            for key, arrays in identifier.local_descriptors(photos).items():
+                local.setdefault(key, []).extend(arrays)
+        with self.store.writing() as db:
+            db.execute("DELETE FROM embeddings")
+            db.execute("DELETE FROM descriptors")
+            for (model, fold), parts in embeddings.items():
+                array = np.concatenate(parts)
+                db.executemany("INSERT INTO embeddings VALUES (?, ?, ?, ?)",
+                               [(h, model, fold, vector_blob(v)) for h, v in zip(hashes, array)])
+            for keypoints, arrays in local.items():
+                db.executemany("INSERT INTO descriptors VALUES (?, ?, ?)",
+                               [(h, keypoints, descriptor_blob(a)) for h, a in zip(hashes, arrays)])
+            self.store.set_setting(db, "bundle_version", version)
+            db.execute("INSERT INTO decisions (kind, reviewer, at, bundle_version, details) VALUES "
+                       "('rebind', 'rebind', ?, ?, ?)", (now(), version, json.dumps({"work": str(work)})))
+            # The bundle folder is swapped inside the transaction's lock: a crash before COMMIT leaves the
+            # old bundle with the old embeddings; after it, the new with the new.
+            old = self.folder / "bundle.old"
+            shutil.rmtree(old, ignore_errors=True)
+            (self.folder / "bundle").rename(old)
+            staging.rename(self.folder / "bundle")
+        shutil.rmtree(self.folder / "bundle.old", ignore_errors=True)
+        self._matcher = None
+        self.rematch(include_unsure=True)
+        return version
+
+    # ------------------------------------------------------------------------------- add
+
+    def add(self, paths, date=None, location=None, encounter=None, photographer=None) -> list[Added]:
+        """Validates each photo as preprocess does, stores it once under its content hash, embeds it with
+        every fold model, ranks its candidates and queues it for review. A photo already in the
+        catalogue (the same bytes) is refused with what it is; the others are still added."""
+        out = []
+        matcher = self.matcher
+        for path in paths:
+            path = Path(path)
+            if path.suffix.lower() not in ALLOWED_SUFFIXES:
+                raise PipelineError(f"{path.suffix or 'no extension'} is not a photo type "
+                                    f"({', '.join(sorted(ALLOWED_SUFFIXES))})", path)
+            if not path.is_file():
+                raise PipelineError("file not found", path)
+            data = path.read_bytes()
+            digest = content_hash(data)
+            existing = self.store.db.execute("SELECT original_name, added_at, status, individual_id FROM photos "
+                                             "WHERE hash = ?", (digest,)).fetchone()
+            if existing is not None:
+                what = existing["individual_id"] or existing["status"]
+                out.append(Added(path.name, digest, refused=f"already in the catalogue as {existing['original_name']} "
+                                                            f"({what}, added {existing['added_at']})"))
+                continue
+            photo = matcher.identifier.load_photo(path)  # the same decoding and errors as preprocess
+            embeddings, local = matcher.embed([photo])
+            ranking = matcher.rank(embeddings, local, [digest])[0]
+            with self.store.writing() as db:
+                relative = self.store.write_file(data, digest, path.suffix)
+                db.execute("INSERT INTO photos (hash, file, original_name, date, location, encounter, photographer, "
+                           "added_at, source, arrival, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'add', ?, 'pending')",
+                           (digest, relative, path.name, date, location, encounter, photographer, now(),
+                            self.store.next_arrival(db)))
+                db.execute("INSERT INTO photo_names VALUES (?, ?)", (path.name, digest))
+                for (model, fold), array in embeddings.items():
+                    db.execute("INSERT INTO embeddings VALUES (?, ?, ?, ?)", (digest, model, fold, vector_blob(array[0])))
+                for keypoints, arrays in local.items():
+                    db.execute("INSERT INTO descriptors VALUES (?, ?, ?)", (digest, keypoints, descriptor_blob(arrays[0])))
+                crash_point("rows_written")
+                self._write_ranking(db, digest, ranking)
+            crash_point("committed")
+            out.append(Added(path.name, digest, ranking))
+        return out
+
+    def _write_ranking(self, db, digest: str, ranking: Ranking) -> None:
+        db.execute("INSERT OR REPLACE INTO rankings VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (digest, ranking_json(ranking), ranking.p_new, ranking.suggested, self.matcher.version,
+                    self.matcher.identifier.threshold, now()))
+
+    # ------------------------------------------------------------------------------- queue
+
+    def queue(self, include_unsure: bool = False) -> list[dict]:
+        """Pending photos (and unsure ones when asked), in arrival order, with their ranked candidates."""
+        states = ("pending", "unsure") if include_unsure else ("pending",)
+        rows = self.store.db.execute(
+            f"SELECT p.*, r.candidates, r.p_new, r.suggested, r.bundle_version FROM photos p LEFT JOIN rankings r "
+            f"ON r.hash = p.hash WHERE p.status IN ({','.join('?' * len(states))}) ORDER BY p.arrival", states).fetchall()
+        out = []
+        for r in rows:
+            ranked = json.loads(r["candidates"]) if r["candidates"] else {"candidates": []}
+            suggested = r["suggested"]
+            out.append({"hash": r["hash"], "name": r["original_name"], "status": r["status"], "date": r["date"],
+                        "location": r["location"], "encounter": r["encounter"], "photographer": r["photographer"],
+                        "p_new": r["p_new"], "candidates": ranked["candidates"],
+                        "suggested": suggested, "suggested_new_id": self.store.fresh_id() if suggested == "new" else None,
+                        "bundle_version": r["bundle_version"]})
+        return out
+
+    def rematch(self, include_unsure: bool = False) -> int:
+        """Ranks pending (and unsure) photos again against the galleries as they are now."""
+        matcher = self.matcher
+        states = ("pending", "unsure") if include_unsure else ("pending",)
+        hashes = [r[0] for r in self.store.db.execute(
+            f"SELECT hash FROM photos WHERE status IN ({','.join('?' * len(states))}) ORDER BY arrival", states)]
+        if not hashes:
+            return 0
+        embeddings, local = matcher.stored_query(hashes)
+        rankings = matcher.rank(embeddings, local, hashes)
+        with self.store.writing() as db:
+            for digest, ranking in zip(hashes, rankings):
+                self._write_ranking(db, digest, ranking)
+        return len(hashes)
+
+    # ------------------------------------------------------------------------------- decisions
+
+    def _last_decision(self, db, digest: str):
+        return db.execute("SELECT * FROM decisions WHERE photo = ? AND undone_by IS NULL AND kind IN "
+                          "('match', 'new', 'unsure', 'junk') ORDER BY id DESC LIMIT 1", (digest,)).fetchone()
+
+    def decide(self, photo: str, kind: str, reviewer: str, individual: str | None = None) -> dict:
+        """Records one decision on one photo: match (an existing individual), new (a fresh id, or the one
+        given if no individual or alias has it), unsure, junk. A photo already decided is refused with
+        who decided it; a confirmed photo joins every gallery at once."""
+        if kind not in DECISIONS:
+            raise PipelineError(f"unknown decision {kind!r}; use {', '.join(DECISIONS)}", "decide")
+        reviewer = (reviewer or "").strip()
+        if not reviewer:
+            raise PipelineError("every decision names its reviewer (--reviewer NAME)", "decide")
+        with self.store.writing() as db:
+            row = self.store.find_photo(photo)
+            digest = row["hash"]
+            if row["status"] in FINAL:
+                last = self._last_decision(db, digest)
+                who = f"{last['kind']} {last['individual_id'] or ''} by {last['reviewer']} at {last['at']}".replace("  ", " ") \
+                    if last else f"{row['status']} {row['individual_id'] or ''} at import"
+                raise PipelineError(f"photo {row['original_name']} ({digest[:12]}) was already decided: {who}; "
+                                    "nothing was changed", self.folder)
+            target = None
+            if kind == "match":
+                if not individual:
+                    raise PipelineError("--match needs the individual's id", "decide")
+                target = self.store.resolve_individual(individual)
+            elif kind == "new":
+                if individual:
+                    if self.store.id_taken(individual):
+                        raise PipelineError(f"the id {individual!r} is already an individual or an alias in the "
+                                            "catalogue; choose another or match to it", self.folder)
+                    target = individual
+                else:
+                    target = self.store.fresh_id()
+                db.execute("INSERT INTO individuals (id, created_at, created_by) VALUES (?, ?, ?)", (target, now(), reviewer))
+            status = {"match": "confirmed", "new": "confirmed", "unsure": "unsure", "junk": "junk"}[kind]
+            db.execute("UPDATE photos SET status = ?, individual_id = ? WHERE hash = ?", (status, target, digest))
+            crash_point("decision_half_written")
+            ranked = db.execute("SELECT * FROM rankings WHERE hash = ?", (digest,)).fetchone()
+            cursor = db.execute(
+                "INSERT INTO decisions (kind, photo, individual_id, reviewer, at, candidates, p_new, bundle_version, "
+                "threshold, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (kind, digest, target, reviewer, now(), ranked["candidates"] if ranked else None,
+                 ranked["p_new"] if ranked else None, ranked["bundle_version"] if ranked else self.matcher.version,
+                 ranked["threshold"] if ranked else None, json.dumps({"previous_status": row["status"]})))
+            decision_id = cursor.lastrowid
+        if status == "confirmed" and self._matcher is not None:
+            self._matcher.sync()  # appends this photo (and whatever others decided meanwhile)
+        return {"decision": decision_id, "photo": digest, "name": row["original_name"], "kind": kind,
+                "individual": target, "reviewer": reviewer}
+
+    def merge(self, keep: str, gone: str, reviewer: str) -> dict:
+        """Individual `gone` becomes an alias of `keep`; its photos move to `keep`."""
+        if not (reviewer or "").strip():
+            raise PipelineError("every decision names its reviewer (--reviewer NAME)", "merge")
+        with self.store.writing() as db:
+            keep_id, gone_id = self.store.resolve_individual(keep), self.store.resolve_individual(gone)
+            if keep_id == gone_id:
+                raise PipelineError(f"{keep!r} and {gone!r} are one individual already ({keep_id})", self.folder)
+            moved = [r[0] for r in db.execute("SELECT hash FROM photos WHERE individual_id = ?", (gone_id,))]
+            db.execute("UPDATE photos SET individual_id = ? WHERE individual_id = ?", (keep_id, gone_id))
+            db.execute("UPDATE individuals SET merged_into = ? WHERE id = ?", (keep_id, gone_id))
+            db.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?)", (gone_id, keep_id))
+            cursor = db.execute("INSERT INTO decisions (kind, individual_id, reviewer, at, details) VALUES "
+                                "('merge', ?, ?, ?, ?)", (keep_id, reviewer, now(),
+                                                          json.dumps({"gone": gone_id, "photos": moved})))
+        if self._matcher is not None:
+            self._matcher.sync()
+        return {"decision": cursor.lastrowid, "kind": "merge", "individual": keep_id, "gone": gone_id,
+                "photos": len(moved)}
+
+    def split(self, individual: str, photos: list[str], reviewer: str, new_id: str | None = None) -> dict:
+        """The chosen photos of an individual become a new individual (a fresh id, or `new_id`)."""
+        if not (reviewer or "").strip():
+            raise PipelineError("every decision names its reviewer (--reviewer NAME)", "split")
+        with self.store.writing() as db:
+            source = self.store.resolve_individual(individual)
+            hashes = []
+            for key in photos:
+                row = self.store.find_photo(key)
+                if row["individual_id"] != source:
+                    raise PipelineError(f"photo {row['original_name']} belongs to {row['individual_id'] or row['status']}, "
+                                        f"not {source}", self.folder)
+                hashes.append(row["hash"])
+            if not hashes:
+                raise PipelineError("split needs at least one photo of the individual", "split")
+            if new_id and self.store.id_taken(new_id):
+                raise PipelineError(f"the id {new_id!r} is already an individual or an alias", self.folder)
+            target = new_id or self.store.fresh_id()
+            db.execute("INSERT INTO individuals (id, created_at, created_by) VALUES (?, ?, ?)", (target, now(), reviewer))
+            db.executemany("UPDATE photos SET individual_id = ? WHERE hash = ?", [(target, h) for h in hashes])
+            cursor = db.execute("INSERT INTO decisions (kind, individual_id, reviewer, at, details) VALUES "
+                                "('split', ?, ?, ?, ?)", (target, reviewer, now(),
+                                                          json.dumps({"from": source, "photos": hashes})))
+        if self._matcher is not None:
+            self._matcher.sync()
+        return {"decision": cursor.lastrowid, "kind": "split", "individual": target, "from": source,
+                "photos": len(hashes)}
+
+    def undo(self, reviewer: str) -> dict:
+        """Reverses that reviewer's last decision still in force, if nothing since depends on it."""
+        with self.store.writing() as db:
+            last = db.execute("SELECT * FROM decisions WHERE reviewer = ? AND undone_by IS NULL AND kind IN "
+                              "('match', 'new', 'unsure', 'junk', 'merge', 'split') ORDER BY id DESC LIMIT 1",
+                              (reviewer,)).fetchone()
+            if last is None:
+                raise PipelineError(f"{reviewer!r} has no decision to undo", self.folder)
+            details = json.loads(last["details"] or "{}")
+            kind = last["kind"]
+            if kind in DECISIONS:
+                photo = db.execute("SELECT * FROM photos WHERE hash = ?", (last["photo"],)).fetchone()
+                expected = {"match": "confirmed", "new": "confirmed", "unsure": "unsure", "junk": "junk"}[kind]
+                if photo["status"] != expected or (expected == "confirmed" and photo["individual_id"] != last["individual_id"]):
+                    raise PipelineError(f"photo {photo['original_name']} changed since (now {photo['individual_id'] or photo['status']}); "
+                                        "undo the later change first", self.folder)
+                db.execute("UPDATE photos SET status = ?, individual_id = NULL WHERE hash = ?",
+                           (details.get("previous_status", "pending"), last["photo"]))
+                if kind == "new" and not db.execute("SELECT 1 FROM photos WHERE individual_id = ?",
+                                                    (last["individual_id"],)).fetchone():
+                    db.execute("DELETE FROM aliases WHERE individual_id = ?", (last["individual_id"],))
+                    db.execute("DELETE FROM individuals WHERE id = ? AND merged_into IS NULL", (last["individual_id"],))
+            elif kind == "merge":
+                gone = details["gone"]
+                still = {r[0] for r in db.execute("SELECT hash FROM photos WHERE individual_id = ?", (last["individual_id"],))}
+                if not set(details["photos"]) <= still:
+                    raise PipelineError(f"photos of the merge have moved since; undo the later change first", self.folder)
+                db.executemany("UPDATE photos SET individual_id = ? WHERE hash = ?", [(gone, h) for h in details["photos"]])
+                db.execute("UPDATE individuals SET merged_into = NULL WHERE id = ?", (gone,))
+                db.execute("DELETE FROM aliases WHERE alias = ?", (gone,))
+            else:  # split
+                rows = {r[0] for r in db.execute("SELECT hash FROM photos WHERE individual_id = ?", (last["individual_id"],))}
+                if rows != set(details["photos"]):
+                    raise PipelineError(f"{last['individual_id']} changed since the split; undo the later change first",
+                                        self.folder)
+                db.executemany("UPDATE photos SET individual_id = ? WHERE hash = ?",
+                               [(details["from"], h) for h in details["photos"]])
+                db.execute("DELETE FROM individuals WHERE id = ?", (last["individual_id"],))
+            cursor = db.execute("INSERT INTO decisions (kind, photo, individual_id, reviewer, at, details) VALUES "
+                                "('undo', ?, ?, ?, ?, ?)", (last["photo"], last["individual_id"], reviewer, now(),
+                                                            json.dumps({"undoes": last["id"], "kind": kind})))
+            db.execute("UPDATE decisions SET undone_by = ? WHERE id = ?", (cursor.lastrowid, last["id"]))
+        if self._matcher is not None:
+            self._matcher.sync()  # an undo reloads the galleries
+        return {"decision": cursor.lastrowid, "kind": "undo", "undid": kind, "of": last["id"],
+                "photo": last["photo"], "individual": last["individual_id"]}
+
+    # ------------------------------------------------------------------------------- reading
+
+    def individuals(self) -> pd.DataFrame:
+        return pd.read_sql_query(
+            "SELECT i.id, COUNT(p.hash) AS photos, GROUP_CONCAT(DISTINCT a.alias) AS aliases FROM individuals i "
+            "LEFT JOIN photos p ON p.individual_id = i.id LEFT JOIN aliases a ON a.individual_id = i.id "
+            "WHERE i.merged_into IS NULL GROUP BY i.id ORDER BY i.id", self.store.db)
+
+    def decisions(self, photo: str | None = None, individual: str | None = None) -> list[dict]:
+        sql, params = "SELECT * FROM decisions", []
+        if photo:
+            sql += " WHERE photo = ?"
+            params.append(self.store.find_photo(photo)["hash"])
+        elif individual:
+            sql += " WHERE individual_id = ?"
+            params.append(individual)
+        return [dict(r) for r in self.store.db.execute(sql + " ORDER BY id", params)]

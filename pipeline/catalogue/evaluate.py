@@ -1,0 +1,121 @@
+"""How well matching works on the user's own catalogue: its confirmed photos are replayed in arrival
+order (their dates, else a seeded shuffle); each photo queries the catalogue as it stood before it
+(the confirmed photos replayed earlier), scored by the fold networks that never trained on it:
+
+    a photo of the bundle's data in validation fold k   fold model k alone (of each model)
+    a photo added to the catalogue later                every fold model (none trained on it)
+    a photo every fold model trained on (fold -1)       not a query; it still joins the gallery
+
+A returning individual's rank (1/5/10) measures matching; the reviewer's effort is the number of
+candidates to look at to find 95% of the matches; P(new individual) is judged on the first sightings
+(AUC against returning photos, and its reliability by deciles)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline import columns as C
+from pipeline.bundle import NamedDescriptors
+from pipeline.decision.calibration import auc, reliability
+from pipeline.retrieval.retriever import Gallery, Retriever, fuse_folds
+from pipeline.retrieval.scores import fuse
+from pipeline.retrieval.threshold import top_whales
+
+
+def replay_order(photos: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    dates = pd.to_datetime(photos["date"], errors="coerce")
+    if len(photos) and dates.notna().all():
+        return photos.assign(_date=dates).sort_values(["_date", "arrival"], kind="stable").drop(columns="_date")
+    order = np.random.default_rng(seed).permutation(len(photos))
+    return photos.iloc[order]
+
+
+def evaluate(catalogue, seed: int = 0, limit: int | None = None) -> dict:
+    from pipeline.data.folds import read_folds
+
+    store, bundle = catalogue.store, catalogue.matcher.bundle
+    photos = pd.read_sql_query("SELECT hash, original_name, date, arrival, individual_id, source FROM photos "
+                               "WHERE status = 'confirmed'", store.db)
+    photos = replay_order(photos, seed).reset_index(drop=True)
+    hashes = photos["hash"].tolist()
+    folds_file = bundle.manifest.get("folds_file")
+    fold_of = {}
+    if folds_file:
+        folds = read_folds(folds_file)
+        fold_of = dict(zip(folds[C.IMAGE], folds[C.FOLD].astype(int)))
+    vectors = {}
+    for model in bundle.models:
+        for fold in model.checkpoints:
+            _, _, v = store.embeddings(model.name, fold, hashes, status=None)
+            vectors[(model.name, fold)] = v
+    keypoints = {int(m.config["knn"]["local_keypoints"]) for m in bundle.models if m.config["knn"].get("local")}
+    local = {k: store.descriptors(k, hashes) for k in keypoints}
+    retrievers = {}
+    for model in bundle.models:
+        knn = model.config["knn"]
+        source = NamedDescriptors(local[int(knn["local_keypoints"])]) if knn.get("local") else None
+        retrievers[model.name] = Retriever.from_config(model.config, descriptors=source)
+    ids = photos["individual_id"].to_numpy(dtype=object)
+    names = np.asarray(hashes, dtype=object)
+    rows = []
+    seen: set[str] = set()
+    for i, (digest, truth, source_name, source) in enumerate(zip(hashes, ids, photos["original_name"], photos["source"])):
+        returning = truth in seen
+        seen.add(truth)
+        fold = fold_of.get(source_name) if source == "import" else None
+        if i == 0 or (fold is not None and fold < 0):
+            continue
+        if limit is not None and len(rows) >= limit:
+            break
+        per_model = []
+        for model in bundle.models:
+            use = [fold] if fold is not None and fold in model.checkpoints else sorted(model.checkpoints)
+            tables, known = [], []
+            retriever = retrievers[model.name]
+            k = int(model.config["knn"]["local_keypoints"]) if model.config["knn"].get("local") else None
+            for f in use:
+                gallery = Gallery(vectors[(model.name, f)][:i], ids[:i], names[:i])
+                result = retriever.search(gallery, vectors[(model.name, f)][i:i + 1], [digest],
+                                          query_descriptors=[local[k].get(digest, np.zeros((0, 128), np.uint8))]
+                                          if k else None)
+                tables.append(result.scores)
+                known.append(set(ids[:i]))
+            per_model.append(fuse_folds(tables, known))
+        fused = fuse(per_model, [m.weight for m in bundle.models])
+        ranked = fused[fused[C.IMAGE] == digest][C.ID].tolist()
+        _, vals = top_whales(fused, [digest])
+        rank = ranked.index(truth) + 1 if truth in ranked else None
+        rows.append({"hash": digest, "returning": returning, "rank": rank,
+                     "p_new": float(bundle.p_new(vals[:, 0])[0])})
+    table = pd.DataFrame(rows, columns=["hash", "returning", "rank", "p_new"])
+    return summarise(table)
+
+
+def summarise(table: pd.DataFrame) -> dict:
+    back = table[table["returning"]]
+    ranks = back["rank"].to_numpy(dtype=float)  # NaN: not among the kept candidates
+    found = np.nan_to_num(ranks, nan=np.inf)
+    out = {"queries": int(len(table)), "returning": int(len(back)), "first_sightings": int((~table["returning"]).sum())}
+    for k in (1, 5, 10):
+        out[f"rank{k}"] = float((found <= k).mean()) if len(back) else float("nan")
+    finite = np.sort(found[np.isfinite(found)])
+    need = int(np.ceil(0.95 * len(back))) if len(back) else 0
+    out["candidates_for_95pct"] = int(finite[need - 1]) if 0 < need <= len(finite) else None
+    out["p_new_auc"] = auc(table["p_new"].to_numpy(), (~table["returning"]).to_numpy())
+    out["reliability"] = reliability(table["p_new"].to_numpy(), (~table["returning"]).to_numpy()).round(4) \
+        .to_dict(orient="records") if len(table) else []
+    return out
+
+
+def format_report(report: dict) -> str:
+    lines = [f"queries {report['queries']}: {report['returning']} returning individuals, "
+             f"{report['first_sightings']} first sightings",
+             f"rank-1 {report['rank1']:.4f}  rank-5 {report['rank5']:.4f}  rank-10 {report['rank10']:.4f} "
+             "(returning individuals)",
+             "candidates to look at to find 95% of the matches: "
+             + (str(report["candidates_for_95pct"]) if report["candidates_for_95pct"] else "more than are kept"),
+             f"P(new individual): AUC {report['p_new_auc']:.4f} for first sightings against returning photos",
+             "reliability (deciles of P): photos  mean P  share new"]
+    for r in report["reliability"]:
+        lines.append(f"  {r['photos']:>6}  {r['mean_p_new']:.3f}  {r['share_new']:.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,273 @@
+"""The catalogue's storage: one SQLite database (WAL, synchronous FULL) and the photo files, each
+stored once under its content hash.
+
+    CATALOGUE/catalogue.db        individuals, aliases, photos, embeddings, descriptors, rankings,
+                                  decisions, settings
+    CATALOGUE/photos/ab/<sha256>.jpg
+    CATALOGUE/bundle/             the identification bundle it is bound to (pipeline/bundle.py)
+
+Consistency under kill -9: a photo's file is written to a temporary name, flushed and renamed into
+place before the transaction that lists it commits; a file the database does not list can therefore
+only be the remains of an add that died, and `Store.open` deletes it (holding the writers' lock, so no
+add in flight is mistaken for one). Every change is one transaction; a decision is a row, never an
+edit in place (the photos' status and individual are the decisions' projection, updated in the same
+transaction)."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS individuals (
+    id TEXT PRIMARY KEY, created_at TEXT NOT NULL, created_by TEXT NOT NULL,
+    merged_into TEXT REFERENCES individuals(id));
+CREATE TABLE IF NOT EXISTS aliases (alias TEXT PRIMARY KEY, individual_id TEXT NOT NULL REFERENCES individuals(id));
+CREATE TABLE IF NOT EXISTS photos (
+    hash TEXT PRIMARY KEY, file TEXT NOT NULL UNIQUE, original_name TEXT NOT NULL,
+    date TEXT, location TEXT, encounter TEXT, photographer TEXT,
+    added_at TEXT NOT NULL, source TEXT NOT NULL, arrival INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'unsure', 'confirmed', 'junk', 'unidentified')),
+    individual_id TEXT REFERENCES individuals(id),
+    CHECK ((status = 'confirmed') = (individual_id IS NOT NULL)));
+CREATE INDEX IF NOT EXISTS photos_by_individual ON photos(individual_id);
+CREATE INDEX IF NOT EXISTS photos_by_status ON photos(status);
+CREATE TABLE IF NOT EXISTS photo_names (
+    name TEXT NOT NULL, hash TEXT NOT NULL REFERENCES photos(hash), PRIMARY KEY (name, hash));
+CREATE TABLE IF NOT EXISTS embeddings (
+    hash TEXT NOT NULL REFERENCES photos(hash), model TEXT NOT NULL, fold INTEGER NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (hash, model, fold));
+CREATE TABLE IF NOT EXISTS descriptors (
+    hash TEXT NOT NULL REFERENCES photos(hash), keypoints INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (hash, keypoints));
+CREATE TABLE IF NOT EXISTS rankings (
+    hash TEXT PRIMARY KEY REFERENCES photos(hash), candidates TEXT NOT NULL, p_new REAL NOT NULL,
+    suggested TEXT NOT NULL, bundle_version TEXT NOT NULL, threshold REAL, ranked_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, photo TEXT, individual_id TEXT,
+    reviewer TEXT NOT NULL, at TEXT NOT NULL, candidates TEXT, p_new REAL, bundle_version TEXT,
+    threshold REAL, details TEXT NOT NULL DEFAULT '{}', undone_by INTEGER REFERENCES decisions(id));
+CREATE INDEX IF NOT EXISTS decisions_by_reviewer ON decisions(reviewer, id);
+"""
+DB_NAME = "catalogue.db"
+PHOTOS = "photos"
+
+
+def crash_point(name: str) -> None:
+    """Fault injection for the kill -9 tests: WHALE_CATALOGUE_CRASH_AT=<name> kills this process here,
+    as a power cut or kill -9 would (no cleanup, no exception handlers)."""
+    if os.environ.get("WHALE_CATALOGUE_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Store:
+    """The database connection and the photo files of one catalogue folder."""
+
+    def __init__(self, folder: Path, db: sqlite3.Connection):
+        self.folder, self.db = folder, db
+
+    # ------------------------------------------------------------------------------- opening
+
+    @classmethod
+    def open(cls, folder, create: bool = False) -> "Store":
+        folder = Path(folder)
+        path = folder / DB_NAME
+        if not path.is_file() and not create:
+            raise PipelineError("no catalogue here; make one with `whale catalogue init`", folder)
+        (folder / PHOTOS).mkdir(parents=True, exist_ok=True)
+        # isolation_level None: transactions are ours (BEGIN IMMEDIATE ... COMMIT), never implicit.
+        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.executescript(SCHEMA)
+        store = cls(folder, db)
+        store.remove_orphans()
+        return store
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextlib.contextmanager
+    def writing(self):
+        """The writers' lock (across processes) and one transaction: all of it commits, or none."""
+        with open(self.folder / "catalogue.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.db
+                except BaseException:
+                    self.db.execute("ROLLBACK")
+                    raise
+                self.db.execute("COMMIT")
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def remove_orphans(self) -> list[str]:
+        """Deletes photo files the database does not list (left by an add that died before its commit)
+        and temporary files; returns what it deleted."""
+        with open(self.folder / "catalogue.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                listed = {r[0] for r in self.db.execute("SELECT file FROM photos")}
+                removed = []
+                for path in (self.folder / PHOTOS).rglob("*"):
+                    if path.is_file() and str(path.relative_to(self.folder)) not in listed:
+                        path.unlink()
+                        removed.append(str(path))
+                return removed
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def check(self) -> dict:
+        """integrity_check, and photo files against the photo rows (both ways)."""
+        integrity = self.db.execute("PRAGMA integrity_check").fetchone()[0]
+        listed = {r[0] for r in self.db.execute("SELECT file FROM photos")}
+        present = {str(p.relative_to(self.folder)) for p in (self.folder / PHOTOS).rglob("*") if p.is_file()}
+        return {"integrity": integrity, "files_not_listed": sorted(present - listed),
+                "rows_without_file": sorted(listed - present)}
+
+    # ------------------------------------------------------------------------------- settings
+
+    def setting(self, key: str, default=None):
+        row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def set_setting(self, db, key: str, value) -> None:
+        db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, json.dumps(value)))
+
+    # ------------------------------------------------------------------------------- photo files
+
+    def write_file(self, data: bytes, digest: str, suffix: str) -> str:
+        """Writes the photo's bytes under its hash (flushed, then renamed into place) and returns the
+        path relative to the catalogue; an existing file of that hash is the same bytes and is kept."""
+        relative = f"{PHOTOS}/{digest[:2]}/{digest}{suffix.lower()}"
+        path = self.folder / relative
+        if path.is_file():
+            return relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{digest}.{secrets.token_hex(4)}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        crash_point("file_written")
+        os.replace(tmp, path)
+        crash_point("file_renamed")
+        return relative
+
+    def photo_path(self, digest: str) -> Path:
+        row = self.db.execute("SELECT file FROM photos WHERE hash = ?", (digest,)).fetchone()
+        if row is None:
+            raise PipelineError(f"no photo {digest[:12]} in the catalogue", self.folder)
+        return self.folder / row[0]
+
+    # ------------------------------------------------------------------------------- look-ups
+
+    def find_photo(self, key: str) -> sqlite3.Row:
+        """A photo by its hash (or a unique prefix of 8+ characters), or by its original file name."""
+        row = self.db.execute("SELECT * FROM photos WHERE hash = ?", (key,)).fetchone()
+        if row is None:
+            named = self.db.execute("SELECT hash FROM photo_names WHERE name = ?", (Path(key).name,)).fetchall()
+            if len(named) > 1:
+                raise PipelineError(f"{len(named)} photos are named {Path(key).name!r}: give the hash", self.folder)
+            if named:
+                row = self.db.execute("SELECT * FROM photos WHERE hash = ?", (named[0][0],)).fetchone()
+        if row is None and len(key) >= 8:
+            rows = self.db.execute("SELECT * FROM photos WHERE hash LIKE ?", (key + "%",)).fetchall()
+            if len(rows) > 1:
+                raise PipelineError(f"{len(rows)} photos start with {key!r}: give more of the hash", self.folder)
+            row = rows[0] if rows else None
+        if row is None:
+            raise PipelineError(f"no photo {key!r} in the catalogue (a hash, hash prefix or file name)", self.folder)
+        return row
+
+    def resolve_individual(self, key: str) -> str:
+        """An individual's current id from its id or any alias (a merged-away id leads to its survivor)."""
+        seen = set()
+        current = key
+        while current not in seen:
+            seen.add(current)
+            row = self.db.execute("SELECT id, merged_into FROM individuals WHERE id = ?", (current,)).fetchone()
+            if row is None:
+                alias = self.db.execute("SELECT individual_id FROM aliases WHERE alias = ?", (current,)).fetchone()
+                if alias is None:
+                    raise PipelineError(f"no individual {key!r} in the catalogue", self.folder)
+                current = alias[0]
+                continue
+            if row["merged_into"] is None:
+                return row["id"]
+            current = row["merged_into"]
+        raise PipelineError(f"individual {key!r}: a cycle of merges", self.folder)
+
+    def id_taken(self, key: str) -> bool:
+        return bool(self.db.execute("SELECT 1 FROM individuals WHERE id = ? UNION SELECT 1 FROM aliases WHERE alias = ?",
+                                    (key, key)).fetchone())
+
+    def fresh_id(self, prefix: str = "w_") -> str:
+        """An id in the Kaggle style (w_ and 7 hex digits) that no individual or alias has."""
+        while True:
+            candidate = prefix + secrets.token_hex(4)[:7]
+            if not self.id_taken(candidate):
+                return candidate
+
+    def individual_photos(self, individual: str) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM photos WHERE individual_id = ? ORDER BY arrival",
+                               (individual,)).fetchall()
+
+    def next_arrival(self, db) -> int:
+        return int(db.execute("SELECT COALESCE(MAX(arrival), -1) + 1 FROM photos").fetchone()[0])
+
+    # ------------------------------------------------------------------------------- vectors
+
+    def embeddings(self, model: str, fold: int, hashes: list[str] | None = None,
+                   status: str | None = "confirmed") -> tuple[list[str], list[str | None], np.ndarray]:
+        """(hashes, individuals, vectors) of the photos with this fold model's embedding, arrival order."""
+        sql = ("SELECT p.hash, p.individual_id, e.vector FROM embeddings e JOIN photos p ON p.hash = e.hash "
+               "WHERE e.model = ? AND e.fold = ?")
+        params: list = [model, fold]
+        if status is not None:
+            sql += " AND p.status = ?"
+            params.append(status)
+        rows = self.db.execute(sql + " ORDER BY p.arrival", params).fetchall()
+        if hashes is not None:
+            wanted = {h: i for i, h in enumerate(hashes)}
+            rows = sorted((r for r in rows if r[0] in wanted), key=lambda r: wanted[r[0]])
+        vectors = np.stack([np.frombuffer(r[2], dtype=np.float32) for r in rows]) if rows else None
+        return [r[0] for r in rows], [r[1] for r in rows], vectors
+
+    def descriptors(self, keypoints: int, hashes: list[str] | None = None) -> dict[str, np.ndarray]:
+        rows = self.db.execute("SELECT hash, data FROM descriptors WHERE keypoints = ?", (keypoints,)).fetchall()
+        wanted = None if hashes is None else set(hashes)
+        return {r[0]: np.frombuffer(r[1], dtype=np.uint8).reshape(-1, 128) for r in rows
+                if wanted is None or r[0] in wanted}
+
+
+def vector_blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+
+
+def descriptor_blob(descriptors: np.ndarray) -> bytes:
+    return np.ascontiguousarray(descriptors, dtype=np.uint8).reshape(-1, 128).tobytes()

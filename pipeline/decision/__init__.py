@@ -1,0 +1,1 @@
+"""Decisions on retrieval scores: calibrated probabilities (P(new individual))."""

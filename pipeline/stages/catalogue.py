@@ -1,0 +1,158 @@
+"""catalogue: keep a catalogue of known individuals (pipeline/catalogue/). Every action names the
+catalogue folder (--catalogue DIR):
+
+    init      --from DATA --work WORK     a catalogue from a Kaggle-layout set, bound to WORK's bundle
+              --rebind --work WORK        bind it to another work folder (every photo embedded anew)
+    add       PHOTOS... [--date --location --encounter --photographer]
+    queue     [--json] [--unsure]         pending photos, their candidates, P(new individual), a suggestion
+    decide    PHOTO (--match ID | --new [ID] | --unsure | --junk) --reviewer NAME
+    merge     ID_A ID_B --reviewer NAME   ID_B becomes an alias of ID_A
+    split     ID PHOTOS... --reviewer NAME [--new-id ID]
+    undo      --reviewer NAME             that reviewer's last decision
+    rematch   [--unsure]                  rank pending (and unsure) photos again
+    export    --format kaggle|wildbook|dwc --out PATH
+    evaluate  [--json]                    replay the catalogue: rank-1/5/10, P(new individual) AUC
+    check                                 integrity and files against rows
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+
+    def action(name, help_text):
+        p = actions.add_parser(name, help=help_text)
+        p.add_argument("--catalogue", required=True, help="the catalogue folder")
+        return p
+
+    p = action("init", "make a catalogue from a Kaggle-layout set, bound to a work folder's bundle")
+    p.add_argument("--from", dest="data", default=None, help="folder in the Kaggle layout (train.csv + train/)")
+    p.add_argument("--work", required=True, help="work folder whose trained models identify new photos")
+    p.add_argument("--models", nargs="+", default=None, help="default: every model with embeddings in WORK")
+    p.add_argument("--rebind", action="store_true", help="bind an existing catalogue to WORK's models")
+    p.add_argument("--genus", default="Megaptera")
+    p.add_argument("--species", default="novaeangliae")
+    p = action("add", "add photos: validate, store by content hash, rank candidates, queue for review")
+    p.add_argument("photos", nargs="+")
+    for field in ("date", "location", "encounter", "photographer"):
+        p.add_argument(f"--{field}", default=None)
+    p = action("queue", "pending photos with their candidates")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--unsure", action="store_true", help="also the photos decided unsure")
+    p = action("decide", "record a decision on one photo")
+    p.add_argument("photo", help="a hash, hash prefix (8+) or original file name")
+    choice = p.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--match", metavar="ID")
+    choice.add_argument("--new", nargs="?", const="", metavar="ID", help="a new individual (a fresh id unless given)")
+    choice.add_argument("--unsure", action="store_true")
+    choice.add_argument("--junk", action="store_true", help="not usable for identification")
+    p.add_argument("--reviewer", required=True)
+    p = action("merge", "ID_B becomes an alias of ID_A, its photos move to ID_A")
+    p.add_argument("keep")
+    p.add_argument("gone")
+    p.add_argument("--reviewer", required=True)
+    p = action("split", "chosen photos of an individual become a new individual")
+    p.add_argument("individual")
+    p.add_argument("photos", nargs="+")
+    p.add_argument("--new-id", default=None)
+    p.add_argument("--reviewer", required=True)
+    p = action("undo", "undo the reviewer's last decision")
+    p.add_argument("--reviewer", required=True)
+    p = action("rematch", "rank pending photos again")
+    p.add_argument("--unsure", action="store_true")
+    p = action("export", "export the catalogue")
+    p.add_argument("--format", required=True, choices=["kaggle", "wildbook", "dwc"])
+    p.add_argument("--out", required=True)
+    p = action("evaluate", "replay the catalogue to measure matching on it")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    action("check", "database integrity and photo files against its rows")
+
+
+def run(args: argparse.Namespace):
+    from pipeline.catalogue.catalogue import Catalogue
+    from pipeline.errors import PipelineError
+
+    if args.action == "init":
+        if args.rebind:
+            catalogue = Catalogue.open(args.catalogue)
+            version = catalogue.rebind(args.work, args.models)
+            print(f"Catalogue {args.catalogue}: bound to bundle {version}")
+            return version
+        if not args.data:
+            raise PipelineError("init needs --from DATA (a Kaggle-layout set), or --rebind", "catalogue init")
+        catalogue = Catalogue.init(args.catalogue, args.data, args.work, args.models,
+                                   {"genus": args.genus, "species": args.species})
+        counts = dict(catalogue.store.db.execute("SELECT status, COUNT(*) FROM photos GROUP BY status").fetchall())
+        print(f"Catalogue {args.catalogue}: {counts.get('confirmed', 0)} photos of "
+              f"{len(catalogue.individuals())} individuals, {counts.get('unidentified', 0)} unidentified")
+        return counts
+    catalogue = Catalogue.open(args.catalogue)
+    if args.action == "add":
+        added = catalogue.add(args.photos, args.date, args.location, args.encounter, args.photographer)
+        for a in added:
+            if a.refused:
+                print(f"refused {a.name}: {a.refused}")
+            else:
+                top = a.ranking.candidates[0] if a.ranking.candidates else None
+                best = f"best {top['id']} {top['score']:.3f}" if top else "no candidate"
+                print(f"queued {a.name} ({a.hash[:12]}): {best}, P(new individual) {a.ranking.p_new:.2f}, "
+                      f"suggested {a.ranking.suggested}")
+        if any(a.refused for a in added):
+            raise PipelineError(f"{sum(bool(a.refused) for a in added)} of {len(added)} photo(s) refused (listed above)",
+                                args.catalogue)
+        return added
+    if args.action == "queue":
+        queue = catalogue.queue(args.unsure)
+        if args.json:
+            print(json.dumps(queue, indent=2))
+        else:
+            for q in queue:
+                cands = ", ".join(f"{c['id']} {c['score']:.3f}" for c in q["candidates"])
+                suggested = q["suggested_new_id"] + " (new)" if q["suggested"] == "new" else q["suggested"]
+                print(f"{q['hash'][:12]} {q['name']} [{q['status']}] P(new) {q['p_new']:.2f} suggested {suggested}: {cands}")
+            print(f"{len(queue)} photo(s) to review")
+        return queue
+    if args.action == "decide":
+        kind, individual = ("match", args.match) if args.match else ("new", args.new or None) if args.new is not None \
+            else ("unsure", None) if args.unsure else ("junk", None)
+        result = catalogue.decide(args.photo, kind, args.reviewer, individual)
+        print(f"{result['name']}: {kind}{' ' + result['individual'] if result['individual'] else ''} "
+              f"(decision {result['decision']}, {args.reviewer})")
+        return result
+    if args.action == "merge":
+        result = catalogue.merge(args.keep, args.gone, args.reviewer)
+        print(f"merged {result['gone']} into {result['individual']} ({result['photos']} photos moved)")
+        return result
+    if args.action == "split":
+        result = catalogue.split(args.individual, args.photos, args.reviewer, args.new_id)
+        print(f"split {result['photos']} photo(s) of {result['from']} into {result['individual']}")
+        return result
+    if args.action == "undo":
+        result = catalogue.undo(args.reviewer)
+        print(f"undid decision {result['of']} ({result['undid']})")
+        return result
+    if args.action == "rematch":
+        n = catalogue.rematch(args.unsure)
+        print(f"ranked {n} photo(s) again")
+        return n
+    if args.action == "export":
+        from pipeline.catalogue.exports import export
+
+        path = export(catalogue.store, args.format, args.out)
+        print(f"exported ({args.format}) to {path}")
+        return path
+    if args.action == "evaluate":
+        from pipeline.catalogue.evaluate import evaluate, format_report
+
+        report = evaluate(catalogue, args.seed)
+        print(json.dumps(report, indent=2) if args.json else format_report(report))
+        return report
+    report = catalogue.store.check()
+    print(json.dumps(report, indent=2))
+    if report["integrity"] != "ok" or report["files_not_listed"] or report["rows_without_file"]:
+        raise PipelineError("the catalogue is not consistent (see above)", args.catalogue)
+    return report
