@@ -333,3 +333,28 @@ def test_evaluate_replays_the_catalogue(catalogue, capsys):
     assert 0 <= report["rank1"] <= report["rank5"] <= report["rank10"] <= 1
     assert report["rank5"] > 0.3  # far above chance among 25 individuals
     assert 0 <= report["p_new_auc"] <= 1 and sum(r["photos"] for r in report["reliability"]) == report["queries"]
+
+
+def test_rebind_embeds_every_photo_anew_and_ranks_the_queue_again(catalogue, trained_tiny):
+    """`init --rebind --work W`: every photo is embedded by W's fold networks from its stored file (here
+    the same models: the vectors agree with those imported from the work folder), the bundle is
+    swapped, and pending photos are ranked by the new bundle."""
+    from pipeline.catalogue.catalogue import Catalogue
+
+    data, work = trained_tiny
+    cat = Catalogue.open(catalogue)
+    pending = cat.add([data / "test" / pd.read_csv(data / "solution.csv")[C.IMAGE].iloc[5]])[0]
+    imported = cat.store.db.execute("SELECT hash FROM photos WHERE source = 'import' AND status = 'confirmed' "
+                                    "LIMIT 3").fetchall()
+    hashes = [r[0] for r in imported]
+    model = cat.matcher.bundle.models[0]
+    fold = sorted(model.checkpoints)[0]
+    before = cat.store.embeddings(model.name, fold, hashes, status=None)[2]
+    version = cat.rebind(work)
+    after = cat.store.embeddings(model.name, fold, hashes, status=None)[2]
+    assert np.all(np.sum(before * after, axis=1) > 0.99)
+    assert json.loads((catalogue / "bundle" / "manifest.json").read_text())["version"] == version
+    ranked = cat.store.db.execute("SELECT bundle_version FROM rankings WHERE hash = ?", (pending.hash,)).fetchone()[0]
+    assert ranked == version
+    assert cat.store.db.execute("SELECT COUNT(*) FROM decisions WHERE kind = 'rebind'").fetchone()[0] == 1
+    assert not (catalogue / "bundle.new").exists() and not (catalogue / "bundle.old").exists()

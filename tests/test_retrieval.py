@@ -126,3 +126,27 @@ def test_vectorised_whale_ranking_matches_a_per_query_loop(kind):
         assert np.allclose(got["score"], [s for _, s in rows])
     if kind == "flat":  # exact: every query finds its own source photo first
         assert (idx[:, 0] == np.arange(40)).all()
+
+
+def test_a_gallery_grown_by_append_searches_like_one_built_whole():
+    """Gallery.append adds rows to the arrays, the kept faiss index and the whale codes: the same
+    neighbours, similarities and per-whale scores as a gallery built from all the rows at once."""
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(200, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.array([f"w{i % 37}" for i in range(190)] + ["brand_new"] * 10, dtype=object)
+    names = np.array([f"p{i}" for i in range(200)], dtype=object)
+    grown = Gallery(vectors[:50].copy(), ids[:50].copy(), names[:50].copy())
+    retriever = Retriever.from_config({**DEFAULTS, "knn": {**DEFAULTS["knn"], "local": False}})
+    queries = vectors[::7] + 0.05 * rng.normal(size=(len(vectors[::7]), 16)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    qnames = [f"q{i}" for i in range(len(queries))]
+    retriever.search(grown, queries, qnames)  # index and codes built before the appends
+    for start in range(50, 200, 30):
+        grown.append(vectors[start:start + 30], ids[start:start + 30], names[start:start + 30])
+    whole = Gallery(vectors, ids, names)
+    a = retriever.search(grown, queries, qnames, photos=2)
+    b = retriever.search(whole, queries, qnames, photos=2)
+    pd.testing.assert_frame_equal(a.scores, b.scores)
+    pd.testing.assert_frame_equal(a.photos, b.photos)
+    assert "brand_new" in set(a.scores[C.ID])

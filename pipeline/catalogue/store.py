@@ -244,25 +244,37 @@ class Store:
 
     def embeddings(self, model: str, fold: int, hashes: list[str] | None = None,
                    status: str | None = "confirmed") -> tuple[list[str], list[str | None], np.ndarray]:
-        """(hashes, individuals, vectors) of the photos with this fold model's embedding, arrival order."""
+        """(hashes, individuals, vectors) of the photos with this fold model's embedding: in arrival order,
+        or in the order of `hashes` (those found) when given."""
         sql = ("SELECT p.hash, p.individual_id, e.vector FROM embeddings e JOIN photos p ON p.hash = e.hash "
                "WHERE e.model = ? AND e.fold = ?")
         params: list = [model, fold]
         if status is not None:
             sql += " AND p.status = ?"
             params.append(status)
-        rows = self.db.execute(sql + " ORDER BY p.arrival", params).fetchall()
         if hashes is not None:
+            rows = []
+            for start in range(0, len(hashes), 500):  # SQLite's limit on bound parameters
+                part = list(hashes[start:start + 500])
+                rows += self.db.execute(sql + f" AND e.hash IN ({','.join('?' * len(part))})",
+                                        params + part).fetchall()
             wanted = {h: i for i, h in enumerate(hashes)}
-            rows = sorted((r for r in rows if r[0] in wanted), key=lambda r: wanted[r[0]])
+            rows.sort(key=lambda r: wanted[r[0]])
+        else:
+            rows = self.db.execute(sql + " ORDER BY p.arrival", params).fetchall()
         vectors = np.stack([np.frombuffer(r[2], dtype=np.float32) for r in rows]) if rows else None
         return [r[0] for r in rows], [r[1] for r in rows], vectors
 
     def descriptors(self, keypoints: int, hashes: list[str] | None = None) -> dict[str, np.ndarray]:
-        rows = self.db.execute("SELECT hash, data FROM descriptors WHERE keypoints = ?", (keypoints,)).fetchall()
-        wanted = None if hashes is None else set(hashes)
-        return {r[0]: np.frombuffer(r[1], dtype=np.uint8).reshape(-1, 128) for r in rows
-                if wanted is None or r[0] in wanted}
+        sql, params = "SELECT hash, data FROM descriptors WHERE keypoints = ?", [keypoints]
+        if hashes is None:
+            rows = self.db.execute(sql, params).fetchall()
+        else:
+            rows = []
+            for start in range(0, len(hashes), 500):
+                part = list(hashes[start:start + 500])
+                rows += self.db.execute(sql + f" AND hash IN ({','.join('?' * len(part))})", params + part).fetchall()
+        return {r[0]: np.frombuffer(r[1], dtype=np.uint8).reshape(-1, 128) for r in rows}
 
 
 def vector_blob(vector: np.ndarray) -> bytes:

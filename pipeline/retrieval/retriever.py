@@ -47,8 +47,10 @@ class Gallery:
 
     def __post_init__(self):
         self._indexes: dict = {}  # index options -> faiss index over `vectors`
-        self._codes = None  # (whales, code of each row), cached until ids change
+        self._codes = None  # (whales, code of each row), kept up to date by append
         self._rows_by_whale = None
+        self._size = len(self.ids)  # rows in use of the (growable) buffers below
+        self._buffers = None  # (vectors, ids, names) with room to append, once the first append happens
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -69,28 +71,59 @@ class Gallery:
         return self.index(options).search(check_embeddings(queries, "queries"), k)
 
     def append(self, vectors: np.ndarray, ids, names) -> None:
-        """Adds photos (rows of L2-normalised vectors) to the gallery and to every index built so far."""
+        """Adds photos (rows of L2-normalised vectors) to the gallery and to every index built so far.
+        The arrays grow by doubling, so n appends cost O(n) copies in all, not O(n) each."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.vectors.shape[1])
-        self.vectors = np.concatenate([self.vectors, vectors])
-        self.ids = np.concatenate([self.ids, np.asarray(ids, dtype=self.ids.dtype if len(self.ids) else object)])
-        self.names = np.concatenate([self.names, np.asarray(names, dtype=self.names.dtype if len(self.names)
-                                                             else object)])
+        ids, names = np.asarray(ids, dtype=object), np.asarray(names, dtype=object)
+        n, extra = self._size, len(vectors)
+        if self._buffers is None or len(self._buffers[0]) < n + extra:
+            room = max(2 * (n + extra), 64)
+            grown = (np.empty((room, self.vectors.shape[1]), np.float32), np.empty(room, object), np.empty(room, object))
+            for buffer, current in zip(grown, (self.vectors, self.ids, self.names)):
+                buffer[:n] = current
+            self._buffers = grown
+        for buffer, new in zip(self._buffers, (vectors, ids, names)):
+            buffer[n:n + extra] = new
+        self._size = n + extra
+        self.vectors, self.ids, self.names = (b[:self._size] for b in self._buffers)
         for index in self._indexes.values():
             index.add(vectors)
-        self._codes = self._rows_by_whale = None
+        if self._codes is not None:  # extend the codes: a new whale takes the next code
+            whales, codes = self._codes
+            lookup = self._whale_lookup()
+            added = []
+            for whale in ids:
+                if whale not in lookup:
+                    lookup[whale] = len(lookup)
+                    added.append(whale)
+            new_codes = np.array([lookup[w] for w in ids], dtype=np.int64)
+            self._codes = (np.concatenate([whales, np.asarray(added, dtype=object)]) if added else whales,
+                           np.concatenate([codes, new_codes]))
+        self._rows_by_whale = None
 
     def relabel(self, ids: np.ndarray) -> None:
         """New whale ids for the same rows (a merge or split): the vectors and indexes stay."""
         if len(ids) != len(self.ids):
             raise ValueError("relabel needs one id per gallery row")
-        self.ids = np.asarray(ids)
+        self.ids = np.asarray(ids, dtype=object)
+        if self._buffers is not None:
+            self._buffers[1][:self._size] = self.ids
+            self.ids = self._buffers[1][:self._size]
         self._codes = self._rows_by_whale = None
 
     def whale_codes(self) -> tuple[np.ndarray, np.ndarray]:
-        """(sorted distinct whales, each row's position among them)."""
+        """(distinct whales, each row's position among them)."""
         if self._codes is None:
-            self._codes = np.unique(self.ids, return_inverse=True)
+            whales, codes = np.unique(np.asarray(self.ids, dtype=str), return_inverse=True)
+            self._codes = (whales.astype(object), codes.astype(np.int64))
+            self._lookup = None
         return self._codes
+
+    def _whale_lookup(self) -> dict:
+        """whale -> code, kept beside the codes (append extends both)."""
+        if getattr(self, "_lookup", None) is None or len(self._lookup) != len(self._codes[0]):
+            self._lookup = {w: i for i, w in enumerate(self._codes[0])}
+        return self._lookup
 
     def rows_by_whale(self) -> dict:
         """whale -> its gallery rows."""
