@@ -33,7 +33,7 @@ DEMO_DATA := $(DEMO_WORK)/data
 DEMO_ARGS := DATA=$(DEMO_DATA) WORK=$(DEMO_WORK) MODEL=demo_triplet PIPELINE=configs/demo.yaml \
              FOLDS_FILE=folds/demo.csv SUBMISSION=submissions/demo.csv
 
-.PHONY: install demo test test-slow gpu-check bench bench-losses bench-retrieval bench-ensemble bench-boxes boxes synth preprocess folds train embed knn single train-all \
+.PHONY: install demo test test-slow gpu-check bench bench-losses bench-retrieval bench-ensemble bench-boxes bench-catalogue boxes synth bundle catalogue-init catalogue-queue catalogue-evaluate preprocess folds train embed knn single train-all \
         ensemble submit cv all clean report identify serve
 
 install: $(INSTALLED)
@@ -151,6 +151,27 @@ report: install
 
 identify: install
 	$(WHALE) identify --work $(WORK) $(PHOTOS)
+
+# The identification bundle of WORK (identify --bundle, serve, the catalogue read it).
+bundle: install
+	$(WHALE) bundle --work $(WORK)
+
+# A catalogue of known individuals (README, "Keeping a catalogue"): init from DATA's train set, bound
+# to WORK's models; then `whale catalogue add/queue/decide/... --catalogue $(CATALOGUE)`.
+CATALOGUE ?= catalogue
+catalogue-init: install
+	$(WHALE) catalogue init --catalogue $(CATALOGUE) --from $(DATA) --work $(WORK)
+
+catalogue-queue: install
+	$(WHALE) catalogue queue --catalogue $(CATALOGUE)
+
+catalogue-evaluate: install
+	$(WHALE) catalogue evaluate --catalogue $(CATALOGUE)
+
+# The catalogue on nyala: 320 photos added and decided by a simulated reviewer, latencies, append
+# against rebuild, ranks, and the same adds with every gallery padded to 100,000 photos.
+bench-catalogue: install
+	$(PYTHON) -m benchmarks.catalogue $(if $(WORK_NYALA),--work $(WORK_NYALA)) --budget $(or $(BUDGET),1)
 
 PORT ?= 8000
 serve: install
