@@ -426,3 +426,28 @@ class Catalogue:
             sql += " WHERE individual_id = ?"
             params.append(individual)
         return [dict(r) for r in self.store.db.execute(sql + " ORDER BY id", params)]
+
+    def individual_record(self, key: str) -> dict:
+        """One individual for the review page: its current id (an alias leads to it), its aliases, its
+        photos (arrival order) each with the decision in force that put it there, and every decision
+        about it or its photos (oldest first)."""
+        db = self.store.db
+        ident = self.store.resolve_individual(key)
+        aliases = [r[0] for r in db.execute("SELECT alias FROM aliases WHERE individual_id = ? ORDER BY alias", (ident,))]
+        photos = []
+        for row in self.store.individual_photos(ident):
+            last = self._last_decision(db, row["hash"])
+            photos.append({"hash": row["hash"], "name": row["original_name"], "date": row["date"],
+                           "location": row["location"], "encounter": row["encounter"],
+                           "photographer": row["photographer"], "source": row["source"],
+                           "decision": dict(last) if last else None})
+        hashes = [p["hash"] for p in photos]
+        ids = [ident, *aliases]
+        rows = db.execute(
+            f"SELECT * FROM decisions WHERE individual_id IN ({','.join('?' * len(ids))}) ORDER BY id", ids).fetchall()
+        found = {r["id"]: dict(r) for r in rows}
+        for start in range(0, len(hashes), 500):
+            part = hashes[start:start + 500]
+            for r in db.execute(f"SELECT * FROM decisions WHERE photo IN ({','.join('?' * len(part))})", part):
+                found.setdefault(r["id"], dict(r))
+        return {"id": ident, "aliases": aliases, "photos": photos, "decisions": [found[i] for i in sorted(found)]}
