@@ -51,9 +51,11 @@ class NamedDescriptors:
 
     path = None  # no saved match counts: those belong to a work folder's cache
 
-    def __init__(self, arrays: dict[str, np.ndarray]):
-        self.arrays = arrays
-        self._empty = np.zeros((0, 128), dtype=np.uint8)
+    def __init__(self, arrays: dict):
+        from pipeline.retrieval.local_features import empty_features
+
+        self.arrays = arrays  # name -> local_features.LocalFeatures
+        self._empty = empty_features()
 
     def get(self, names, split: str = C.TRAIN) -> list[np.ndarray]:
         return [self.arrays.get(n, self._empty) for n in names]
@@ -66,17 +68,21 @@ class NamedDescriptors:
 
     @classmethod
     def read(cls, path: Path) -> "NamedDescriptors":
+        from pipeline.retrieval.local_features import LocalFeatures
+
         saved = np.load(path, allow_pickle=False)
-        names, offsets, data = saved["names"], saved["offsets"], saved["descriptors"]
-        return cls({str(n): data[offsets[i]:offsets[i + 1]] for i, n in enumerate(names)})
+        names, offsets, data, points = saved["names"], saved["offsets"], saved["descriptors"], saved["points"]
+        return cls({str(n): LocalFeatures(data[offsets[i]:offsets[i + 1]], points[offsets[i]:offsets[i + 1]])
+                    for i, n in enumerate(names)})
 
     def write(self, path: Path, names) -> None:
         from pipeline.io.atomic import write_npz
 
         parts = self.get(names)
         offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
-        data = np.concatenate(parts) if parts else np.zeros((0, 128), dtype=np.uint8)
-        write_npz(path, names=np.asarray(list(names), dtype=str), offsets=offsets, descriptors=data)
+        data = np.concatenate([np.asarray(p) for p in parts]) if parts else np.zeros((0, 128), dtype=np.uint8)
+        points = np.concatenate([p.points for p in parts]) if parts else np.zeros((0, 4), np.float32)
+        write_npz(path, names=np.asarray(list(names), dtype=str), offsets=offsets, descriptors=data, points=points)
 
 
 @dataclass
@@ -129,6 +135,9 @@ class Bundle:
             if not config_path.is_file():
                 raise PipelineError("no saved config for these predictions; re-run knn", config_path)
             saved = yaml.safe_load(config_path.read_text())
+            calibration = prediction_dir(work, name) / "local_calibration.json"
+            if saved["knn"].get("local_calibrate") and calibration.is_file():  # fitted by knn on every fold
+                saved["knn"]["local_calibration"] = json.loads(calibration.read_text())
             if saved["knn"].get("local"):
                 keypoints = int(saved["knn"]["local_keypoints"])
                 if keypoints not in descriptors:

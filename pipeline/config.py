@@ -210,6 +210,17 @@ DEFAULTS: dict[str, Any] = {
         "local_ratio": 0.5,  # Lowe's ratio test on squared distances, as wildlife-tools' MatchDescriptors
         "local_weight": 0.5,
         "local_scale": 10.0,
+        # none: the ratio-test count above; homography or fundamental: only the matches one robustly
+        # estimated transform explains count (retrieval/geometry.py, OpenCV's USAC MAGSAC++), for pairs
+        # with at least local_min_matches matches; local_ransac_px bounds an inlier's reprojection error.
+        "local_geometry": "none",
+        "local_min_matches": 8,
+        "local_ransac_px": 4.0,
+        "local_rootsift": False,  # RootSIFT (Hellinger) distances for the ratio test
+        # Calibrated fusion (WildFusion's way): the global score and the local score each become P(same
+        # individual) by isotonic regression on out-of-fold pairs, then
+        # (1 - local_weight) * P_global + local_weight * P_local (retrieval/fusion_calibration.py).
+        "local_calibrate": False,
     },
     "threshold": {
         "grid": 201,  # candidate new_whale thresholds tried between the score extremes

@@ -15,7 +15,7 @@ import pandas as pd
 
 from pipeline import columns as C
 from pipeline.catalogue.matching import CatalogueMatcher, Ranking, ranking_json
-from pipeline.catalogue.store import Store, content_hash, crash_point, descriptor_blob, now, vector_blob
+from pipeline.catalogue.store import Store, content_hash, crash_point, descriptor_blobs, now, vector_blob
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class Catalogue:
                 for (model, fold), array in vectors.items():
                     db.execute("INSERT INTO embeddings VALUES (?, ?, ?, ?)", (digest, model, fold, vector_blob(array[i])))
                 for keypoints, arrays in local.items():
-                    db.execute("INSERT INTO descriptors VALUES (?, ?, ?)", (digest, keypoints, descriptor_blob(arrays[i])))
+                    db.execute("INSERT INTO descriptors VALUES (?, ?, ?, ?)", (digest, keypoints, *descriptor_blobs(arrays[i])))
             db.execute("INSERT INTO decisions (kind, reviewer, at, bundle_version, details) VALUES "
                        "('import', 'import', ?, ?, ?)",
                        (stamp, version, json.dumps({"data": str(layout.root), "photos": len(seen), "linked": linked})))
@@ -161,8 +161,8 @@ class Catalogue:
                 db.executemany("INSERT INTO embeddings VALUES (?, ?, ?, ?)",
                                [(h, model, fold, vector_blob(v)) for h, v in zip(hashes, array)])
             for keypoints, arrays in local.items():
-                db.executemany("INSERT INTO descriptors VALUES (?, ?, ?)",
-                               [(h, keypoints, descriptor_blob(a)) for h, a in zip(hashes, arrays)])
+                db.executemany("INSERT INTO descriptors VALUES (?, ?, ?, ?)",
+                               [(h, keypoints, *descriptor_blobs(a)) for h, a in zip(hashes, arrays)])
             self.store.set_setting(db, "bundle_version", version)
             db.execute("INSERT INTO decisions (kind, reviewer, at, bundle_version, details) VALUES "
                        "('rebind', 'rebind', ?, ?, ?)", (now(), version, json.dumps({"work": str(work)})))
@@ -214,7 +214,7 @@ class Catalogue:
                 for (model, fold), array in embeddings.items():
                     db.execute("INSERT INTO embeddings VALUES (?, ?, ?, ?)", (digest, model, fold, vector_blob(array[0])))
                 for keypoints, arrays in local.items():
-                    db.execute("INSERT INTO descriptors VALUES (?, ?, ?)", (digest, keypoints, descriptor_blob(arrays[0])))
+                    db.execute("INSERT INTO descriptors VALUES (?, ?, ?, ?)", (digest, keypoints, *descriptor_blobs(arrays[0])))
                 crash_point("rows_written")
                 self._write_ranking(db, digest, ranking)
             crash_point("committed")

@@ -17,6 +17,7 @@ import pandas as pd
 from pipeline import columns as C
 from pipeline.bundle import NamedDescriptors
 from pipeline.decision.calibration import auc, reliability
+from pipeline.retrieval.local_features import empty_features
 from pipeline.retrieval.retriever import Gallery, Retriever, fuse_folds
 from pipeline.retrieval.scores import fuse
 from pipeline.retrieval.threshold import top_whales
@@ -76,7 +77,7 @@ def evaluate(catalogue, seed: int = 0, limit: int | None = None) -> dict:
             for f in use:
                 gallery = Gallery(vectors[(model.name, f)][:i], ids[:i], names[:i])
                 result = retriever.search(gallery, vectors[(model.name, f)][i:i + 1], [digest],
-                                          query_descriptors=[local[k].get(digest, np.zeros((0, 128), np.uint8))]
+                                          query_descriptors=[local[k].get(digest, empty_features())]
                                           if k else None)
                 tables.append(result.scores)
                 known.append(set(ids[:i]))

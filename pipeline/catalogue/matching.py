@@ -16,6 +16,7 @@ from pipeline import columns as C
 from pipeline.bundle import Bundle, NamedDescriptors
 from pipeline.catalogue.store import Store
 from pipeline.errors import PipelineError
+from pipeline.retrieval.local_features import empty_features
 from pipeline.retrieval.retriever import Gallery
 
 SHOWN = 5  # candidates kept per photo for the reviewer
@@ -164,7 +165,7 @@ class CatalogueMatcher:
         local = {}
         for keypoints in self.bundle.descriptors:
             found = self.store.descriptors(keypoints, hashes)
-            local[keypoints] = [found.get(h, np.zeros((0, 128), np.uint8)) for h in hashes]
+            local[keypoints] = [found.get(h, empty_features()) for h in hashes]
         return embeddings, local
 
 

@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS embeddings (
     PRIMARY KEY (hash, model, fold));
 CREATE TABLE IF NOT EXISTS descriptors (
     hash TEXT NOT NULL REFERENCES photos(hash), keypoints INTEGER NOT NULL, data BLOB NOT NULL,
-    PRIMARY KEY (hash, keypoints));
+    points BLOB, PRIMARY KEY (hash, keypoints));
 CREATE TABLE IF NOT EXISTS rankings (
     hash TEXT PRIMARY KEY REFERENCES photos(hash), candidates TEXT NOT NULL, p_new REAL NOT NULL,
     suggested TEXT NOT NULL, bundle_version TEXT NOT NULL, threshold REAL, ranked_at TEXT NOT NULL);
@@ -265,8 +265,11 @@ class Store:
         vectors = np.stack([np.frombuffer(r[2], dtype=np.float32) for r in rows]) if rows else None
         return [r[0] for r in rows], [r[1] for r in rows], vectors
 
-    def descriptors(self, keypoints: int, hashes: list[str] | None = None) -> dict[str, np.ndarray]:
-        sql, params = "SELECT hash, data FROM descriptors WHERE keypoints = ?", [keypoints]
+    def descriptors(self, keypoints: int, hashes: list[str] | None = None) -> dict:
+        """hash -> its local features (local_features.LocalFeatures: descriptors with their keypoints)."""
+        from pipeline.retrieval.local_features import LocalFeatures
+
+        sql, params = "SELECT hash, data, points FROM descriptors WHERE keypoints = ?", [keypoints]
         if hashes is None:
             rows = self.db.execute(sql, params).fetchall()
         else:
@@ -274,12 +277,23 @@ class Store:
             for start in range(0, len(hashes), 500):
                 part = list(hashes[start:start + 500])
                 rows += self.db.execute(sql + f" AND hash IN ({','.join('?' * len(part))})", params + part).fetchall()
-        return {r[0]: np.frombuffer(r[1], dtype=np.uint8).reshape(-1, 128) for r in rows}
+        out = {}
+        for digest, data, points in rows:
+            descriptors = np.frombuffer(data, dtype=np.uint8).reshape(-1, 128)
+            points = np.frombuffer(points, dtype=np.float32).reshape(-1, 4) if points is not None else \
+                np.zeros((len(descriptors), 4), np.float32)
+            out[digest] = LocalFeatures(descriptors, points)
+        return out
 
 
 def vector_blob(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
 
 
-def descriptor_blob(descriptors: np.ndarray) -> bytes:
-    return np.ascontiguousarray(descriptors, dtype=np.uint8).reshape(-1, 128).tobytes()
+def descriptor_blobs(features) -> tuple[bytes, bytes]:
+    """(descriptors, keypoints) of local features as stored in the descriptors table."""
+    points = getattr(features, "points", None)
+    if points is None:
+        points = np.zeros((len(features), 4), np.float32)
+    return (np.ascontiguousarray(features, dtype=np.uint8).reshape(-1, 128).tobytes(),
+            np.ascontiguousarray(points, dtype=np.float32).reshape(-1, 4).tobytes())

@@ -1,5 +1,5 @@
 """Local-feature match counts kept between runs, beside the descriptors they were computed from:
-WORK/cache/local-matches-<keypoints>-r<ratio>.npz.
+WORK/cache/local-matches-<keypoints>-r<ratio>[-<geometry>...].npz (one file per scorer).
 
 Why: SIFT matching is most of knn's time with `knn.local`, and the runs of one work folder match the
 same pairs again: each model's knn, the ensemble's classifier, a snapshot member, a re-run after a
@@ -43,10 +43,13 @@ class SavedMatches:
         self._changed = False
 
     @classmethod
-    def beside(cls, descriptors: Path, ratio: float) -> "SavedMatches":
-        """The saved counts for the descriptor file `descriptors` (local-sift-<keypoints>.npz)."""
+    def beside(cls, descriptors: Path, scorer: str | float) -> "SavedMatches":
+        """The saved counts for the descriptor file `descriptors` (local-sift-<keypoints>.npz) and one
+        scorer (local_features.scorer_tag: the ratio, and the geometry when it verifies; a bare
+        number is a ratio, as before)."""
         descriptors = Path(descriptors)
-        name = descriptors.stem.replace("local-sift-", "local-matches-") + f"-r{float(ratio):g}.npz"
+        tag = f"-r{float(scorer):g}" if isinstance(scorer, (int, float)) else scorer
+        name = descriptors.stem.replace("local-sift-", "local-matches-") + f"{tag}.npz"
         return cls(descriptors.with_name(name), _stamp(descriptors))
 
     def _read(self) -> dict[int, int]:

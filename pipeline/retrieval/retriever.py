@@ -175,7 +175,7 @@ class Retriever:
         return {"kind": k["index"], "nlist": k["nlist"], "nprobe": k["nprobe"], "seed": self.seed}
 
     def search(self, gallery: Gallery, queries: np.ndarray, names, photos: int = 0,
-               query_descriptors: list | None = None) -> Retrieval:
+               query_descriptors: list | None = None, raw_local: bool = False) -> Retrieval:
         from pipeline.retrieval import rerank
 
         names = np.asarray(names)
@@ -206,7 +206,7 @@ class Retriever:
         if self.local is not None:
             if query_descriptors is None:
                 raise PipelineError("knn.local needs the query photos' local descriptors", "knn.local")
-            table = self.local.rescore(table, query_descriptors, names, vectors, queries, gallery)
+            table = self.local.rescore(table, query_descriptors, names, vectors, queries, gallery, raw=raw_local)
         if not photos:
             return Retrieval(table)
         if self.cfg["aggregation"] == "centroid":

@@ -24,18 +24,35 @@ from pipeline.stages.common import add_common, add_folds, folds_file, parse_fold
 log = logging.getLogger(__name__)
 
 
-def fold_scores(folder: Path, folds: pd.DataFrame, fold: int, test_names, retriever: Retriever, store=None):
+def fold_scores(folder: Path, folds: pd.DataFrame, fold: int, test_names, retriever: Retriever, store=None,
+                raw_local: bool = False):
     """(out-of-fold table, test table, whales in the gallery) of fold model `fold`. `store`: the local
-    descriptors, when knn.local re-scores with them."""
+    descriptors, when knn.local re-scores with them; `raw_local`: tables keep the global score and
+    the local count apart, for calibrated fusion."""
     vectors = load_embeddings(folder, folds[C.IMAGE], C.TRAIN)
     gallery = fold_gallery(vectors, folds, fold)
     queries = (folds[C.FOLD] == fold).to_numpy()
     names = folds[C.IMAGE].to_numpy()[queries]
-    oof = retriever.search(gallery, vectors[queries], names,
+    oof = retriever.search(gallery, vectors[queries], names, raw_local=raw_local,
                            query_descriptors=None if store is None else store.get(names, C.TRAIN)).scores
-    test = retriever.search(gallery, load_embeddings(folder, test_names, C.TEST), test_names,
+    test = retriever.search(gallery, load_embeddings(folder, test_names, C.TEST), test_names, raw_local=raw_local,
                             query_descriptors=None if store is None else store.get(test_names, C.TEST)).scores
     return oof.assign(**{C.FOLD: fold}), test, set(gallery.ids)
+
+
+def calibrated(results, folds: pd.DataFrame, cfg: dict, out: Path):
+    """knn.local_calibrate: fold k's out-of-fold rows fused by a calibration fitted on the other folds'
+    rows; test rows by one fitted on every fold's rows, which is saved for identify and the bundle."""
+    from pipeline.io.atomic import write_json
+    from pipeline.retrieval.fusion_calibration import FusionCalibration, cross_fitted
+
+    truth = folds.set_index(C.IMAGE)[C.TRUTH]
+    weight = float(cfg["knn"]["local_weight"])
+    raw = {int(r[0][C.FOLD].iloc[0]): r[0] for r in results if len(r[0])}
+    fused = cross_fitted(raw, truth, weight)
+    everything = FusionCalibration.fit(pd.concat(raw.values(), ignore_index=True), truth, weight)
+    write_json(out / "local_calibration.json", everything.to_dict())
+    return [(fused[int(r[0][C.FOLD].iloc[0])], everything.apply(r[1]), r[2]) for r in results]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,8 +81,11 @@ def run(args: argparse.Namespace) -> dict:
         return Predictions.read(out).threshold
     store = DescriptorStore.open(args.work, cfg["knn"]["local_keypoints"]) if cfg["knn"]["local"] else None
     retriever = Retriever.from_config(cfg, descriptors=store)
-    results = [fold_scores(embedding_dir(args.work, cfg["name"], k), folds, k, test_names, retriever, store)
+    calibrate = bool(cfg["knn"]["local"] and cfg["knn"]["local_calibrate"])
+    results = [fold_scores(embedding_dir(args.work, cfg["name"], k), folds, k, test_names, retriever, store, calibrate)
                for k in wanted]
+    if calibrate:
+        results = calibrated(results, folds, cfg, out)
     policy = write_predictions(out, pd.concat([r[0] for r in results], ignore_index=True),
                                fuse_folds([r[1] for r in results], [r[2] for r in results]), folds, cfg,
                                args.folds_file)
