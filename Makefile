@@ -33,7 +33,7 @@ DEMO_DATA := $(DEMO_WORK)/data
 DEMO_ARGS := DATA=$(DEMO_DATA) WORK=$(DEMO_WORK) MODEL=demo_triplet PIPELINE=configs/demo.yaml \
              FOLDS_FILE=folds/demo.csv SUBMISSION=submissions/demo.csv
 
-.PHONY: install demo test test-slow gpu-check bench bench-losses bench-retrieval bench-ensemble bench-boxes bench-catalogue boxes synth bundle catalogue-init catalogue-queue catalogue-evaluate preprocess folds train embed knn single train-all \
+.PHONY: install demo test test-slow gpu-check bench bench-losses bench-retrieval bench-ensemble bench-boxes bench-catalogue bench-local boxes synth bundle catalogue-init catalogue-queue catalogue-evaluate preprocess folds train embed knn single train-all \
         ensemble submit cv all clean report identify serve
 
 install: $(INSTALLED)
@@ -172,6 +172,12 @@ catalogue-evaluate: install
 # against rebuild, ranks, and the same adds with every gallery padded to 100,000 photos.
 bench-catalogue: install
 	$(PYTHON) -m benchmarks.catalogue $(if $(WORK_NYALA),--work $(WORK_NYALA)) --budget $(or $(BUDGET),1)
+
+# Local matching on nyala and lion (5 folds, the same trained models for every row): none, ratio-test
+# counts, RANSAC homography / fundamental inliers, each with and without calibrated fusion; the
+# training-free recipe against wildlife-tools' SIFT matcher; descriptor and verification speeds.
+bench-local: install
+	$(PYTHON) -m benchmarks.local --budget $(or $(BUDGET),1)
 
 PORT ?= 8000
 serve: install
