@@ -179,9 +179,12 @@ bench-catalogue: install
 bench-local: install
 	$(PYTHON) -m benchmarks.local --budget $(or $(BUDGET),1)
 
+# The review screen of a catalogue with CATALOGUE= on the command line, else WORK's identification page;
+# on 127.0.0.1 unless BIND= names another address (then every request needs the printed access token).
 PORT ?= 8000
 serve: install
-	$(WHALE) serve --work $(WORK) --port $(PORT)
+	$(WHALE) serve $(if $(filter command environment,$(origin CATALOGUE)),--catalogue $(CATALOGUE),--work $(WORK)) \
+	  --port $(PORT) $(if $(BIND),--host $(BIND))
 
 clean:
 	rm -rf $(WORK)

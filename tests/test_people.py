@@ -3,7 +3,6 @@ it is installed)."""
 import json
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import pandas as pd
@@ -85,13 +84,35 @@ def test_report_has_every_section(trained_tiny):
     assert "src=\"http" not in text  # self-contained
 
 
+class FormClient:
+    """Flask's test client posting as the page's own form does: with the session's CSRF token."""
+
+    def __init__(self, app):
+        import re
+
+        self.http = app.test_client()
+        self.csrf = re.search(r'name="csrf" value="([^"]+)"', self.http.get("/").text).group(1)
+
+    def post(self, url, data, **kwargs):
+        return self.http.post(url, data={**data, "csrf": self.csrf}, **kwargs)
+
+
 @pytest.fixture()
 def client(trained_tiny):
     from pipeline.web.app import create_app
 
     _, work = trained_tiny
     app = create_app(work, ["demo_triplet"], max_upload_mb=0.5)
-    return app.test_client(), work
+    return FormClient(app), work
+
+
+def test_web_upload_needs_the_pages_csrf_token(client):
+    import io
+
+    client, _ = client
+    response = client.http.post("/identify", data={"photo": (io.BytesIO(b"x"), "x.jpg")},
+                                content_type="multipart/form-data")
+    assert response.status_code == 403 and "CSRF" in response.text
 
 
 def test_web_upload_shows_the_true_whale(client, known_test_photos):
@@ -150,14 +171,11 @@ def test_web_page_in_headless_chromium(trained_tiny, known_test_photos):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
-    from werkzeug.serving import make_server
-
     from pipeline.web.app import create_app
+    from tests.test_review import start_waitress
 
     data, work = trained_tiny
-    server = make_server("127.0.0.1", 0, create_app(work, ["demo_triplet"]))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    base, stop = start_waitress(create_app(work, ["demo_triplet"]), threads=2)
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -166,7 +184,7 @@ def test_web_page_in_headless_chromium(trained_tiny, known_test_photos):
         options.add_argument(flag)
     browser = webdriver.Chrome(service=Service(driver_path), options=options)
     try:
-        browser.get(f"http://127.0.0.1:{server.server_port}/")
+        browser.get(base + "/")
         photo, whale = recognised_photo(known_test_photos)
         browser.find_element(By.ID, "photo").send_keys(str(photo))
         browser.find_element(By.ID, "submit").click()
@@ -177,4 +195,4 @@ def test_web_page_in_headless_chromium(trained_tiny, known_test_photos):
         assert (work / "reports" / "web_page.png").stat().st_size > 1000
     finally:
         browser.quit()
-        server.shutdown()
+        stop()

@@ -1,6 +1,8 @@
-"""Flask app: GET / shows the upload form; POST /identify checks the upload (size, type, that it
-decodes), stores it under WORK/uploads/ with a generated name, and shows the top five with thumbnails.
-Nothing the user sends chooses a path: uploaded names are never used on disk."""
+"""Flask app of `whale serve --work WORK`: GET / shows the upload form; POST /identify checks the upload
+(size, type, that it decodes), stores it under WORK/uploads/ with a generated name, and shows the top
+five with thumbnails. Nothing the user sends chooses a path: uploaded names are never used on disk.
+The review screen over a catalogue (`whale serve --catalogue DIR`) is web/review.py; both pages sit
+behind web/security.py (loopback host check, access token off loopback, CSRF)."""
 from __future__ import annotations
 
 import html
@@ -19,13 +21,18 @@ body{{font-family:system-ui,sans-serif;margin:2em;max-width:1000px}}
 img{{height:110px;border:1px solid #ccc}}.nw{{height:110px;width:160px;display:flex;align-items:center;
 justify-content:center;background:#eee}}.error{{color:#b00}}</style></head><body>
 <h1>Which whale is this?</h1>
-<form action="/identify" method="post" enctype="multipart/form-data">
+<form action="/identify" method="post" enctype="multipart/form-data">{csrf}
 <input type="file" id="photo" name="photo" accept="image/*"> <button id="submit" type="submit">Identify</button>
 </form>{body}</body></html>"""
 
 
-def create_app(work: str | Path, models: list[str], threshold: float | None = None, max_upload_mb: float = 10.0):
+def create_app(work: str | Path, models: list[str], threshold: float | None = None, max_upload_mb: float = 10.0,
+               require_token: bool = False, token: str | None = None, loopback_hosts: bool = True):
+    """`require_token`, `loopback_hosts`: see web/security.py (serve sets them from the address it binds)."""
+    import threading
+
     from pipeline.retrieval.identify import Identifier
+    from pipeline.web.security import csrf_field, protect
 
     work = Path(work)
     identifier = Identifier(work, models, threshold)
@@ -33,9 +40,11 @@ def create_app(work: str | Path, models: list[str], threshold: float | None = No
     uploads.mkdir(parents=True, exist_ok=True)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
+    protect(app, require_token=require_token, token=token, loopback_hosts=loopback_hosts)
+    lock = threading.Lock()  # the server's threads share one identifier
 
     def page(body: str, status: int = 200):
-        return PAGE.format(body=body), status
+        return PAGE.format(body=body, csrf=csrf_field()), status
 
     @app.errorhandler(413)
     def too_large(_):
@@ -62,7 +71,8 @@ def create_app(work: str | Path, models: list[str], threshold: float | None = No
             path.unlink(missing_ok=True)
             reason = str(e).split(": ", 1)[-1]  # the reason, without our generated file name
             return page(f'<p class="error">That file could not be read as an image: {html.escape(reason)}</p>', 400)
-        result = identifier.identify([photo], [upload.filename])[0]
+        with lock:
+            result = identifier.identify([photo], [upload.filename])[0]
         cells = [f'<figure class="query"><img src="{jpeg_uri(photo, 110)}"><figcaption>your photo</figcaption></figure>']
         for rank, c in enumerate(result.candidates, 1):
             if c.photos:
