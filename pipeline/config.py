@@ -221,6 +221,9 @@ DEFAULTS: dict[str, Any] = {
         # individual) by isotonic regression on out-of-fold pairs, then
         # (1 - local_weight) * P_global + local_weight * P_local (retrieval/fusion_calibration.py).
         "local_calibrate": False,
+        # The order the shortlist re-scorers run in, each when its own switch is on (knn.verify,
+        # knn.local); a new one registers itself in retrieval/postprocess.py and is named here.
+        "postprocess": ["verify", "local"],
     },
     "threshold": {
         "grid": 201,  # candidate new_whale thresholds tried between the score extremes

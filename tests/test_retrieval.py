@@ -150,3 +150,41 @@ def test_a_gallery_grown_by_append_searches_like_one_built_whole():
     pd.testing.assert_frame_equal(a.scores, b.scores)
     pd.testing.assert_frame_equal(a.photos, b.photos)
     assert "brand_new" in set(a.scores[C.ID])
+
+
+def test_a_new_rescorer_is_one_registered_class_and_a_config_key():
+    """retrieval/postprocess.py: a class registered by name, listed in knn.postprocess and switched on
+    by its own key, re-scores every search's shortlist with no change to the retriever or its callers;
+    it reads the query features given to the search by kind."""
+    from pipeline.retrieval import postprocess
+
+    seen = {}
+
+    @postprocess.register("favour_first")
+    class FavourFirst:
+        def __init__(self, cfg, seed, descriptors=None):
+            self.bonus = float(cfg["favour_first_bonus"])
+
+        def process(self, table, ctx):
+            seen["features"] = ctx.query_features.get("favour_first")
+            out = table.assign(**{C.SCORE: table[C.SCORE] + self.bonus * (table[C.ID] == "w0")})
+            return out.sort_values([C.IMAGE, C.SCORE], ascending=[True, False]).reset_index(drop=True)
+
+    try:
+        rng = np.random.default_rng(2)
+        vectors = rng.normal(size=(30, 8)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        gallery = Gallery(vectors, np.array([f"w{i % 5}" for i in range(30)], dtype=object),
+                          np.array([f"p{i}" for i in range(30)], dtype=object))
+        knn = {**DEFAULTS["knn"], "local": False, "postprocess": ["verify", "local", "favour_first"],
+               "favour_first": True, "favour_first_bonus": 10.0}
+        table = Retriever(knn).search(gallery, vectors[:4], ["a", "b", "c", "d"],
+                                      query_features={"favour_first": ["x"] * 4}).scores
+        assert (table.groupby(C.IMAGE)[C.ID].first() == "w0").all()
+        assert seen["features"] == ["x"] * 4
+        off = Retriever({**knn, "favour_first": False}).search(gallery, vectors[:4], ["a", "b", "c", "d"]).scores
+        assert not (off.groupby(C.IMAGE)[C.ID].first() == "w0").all()
+        with pytest.raises(PipelineError, match="unknown post-processor"):
+            Retriever({**knn, "postprocess": ["nope"]})
+    finally:
+        postprocess.POSTPROCESSORS.pop("favour_first", None)

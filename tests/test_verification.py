@@ -135,9 +135,9 @@ def test_the_retriever_gives_verified_probabilities_for_the_top_whales():
     assert (scores.groupby(C.IMAGE).size() == CFG["verify_top"]).all()
     top1 = scores.sort_values(C.SCORE, ascending=False).drop_duplicates(C.IMAGE).set_index(C.IMAGE)[C.ID]
     assert (top1.reindex(names).to_numpy() == np.array([f"w{i}" for i in range(10)])).mean() >= 0.8
-    assert len(retriever._heads) == 1  # trained once per gallery, reused by later searches
+    assert len(retriever.postprocessors[0].heads) == 1  # trained once per gallery, reused by later searches
     retriever.search(gallery, queries, names)
-    assert len(retriever._heads) == 1
+    assert len(retriever.postprocessors[0].heads) == 1
 
 
 def test_a_gallery_without_a_second_photo_is_refused():

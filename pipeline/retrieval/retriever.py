@@ -154,16 +154,15 @@ class Retrieval:
 
 class Retriever:
     def __init__(self, knn_cfg: dict, seed: int = 0, descriptors=None):
-        from pipeline.retrieval.local_features import LocalMatcher
+        from pipeline.retrieval import postprocess
 
         self.cfg, self.seed = knn_cfg, int(seed)
-        self.local = LocalMatcher(descriptors, knn_cfg) if knn_cfg.get("local") else None
         if knn_cfg["aggregation"] not in AGGREGATIONS:
             raise PipelineError(f"unknown aggregation {knn_cfg['aggregation']!r}; use {' or '.join(AGGREGATIONS)}",
                                 "knn.aggregation")
-        if knn_cfg["verify"] and knn_cfg["aggregation"] != "max":
-            raise PipelineError("the verification head re-scores photo neighbours: use aggregation max", "knn.verify")
-        self._heads: dict = {}  # gallery -> its verification head, trained once
+        self.postprocessors = postprocess.build(knn_cfg, self.seed, descriptors)  # verify, local, ... (postprocess.py)
+        local = [p for p in self.postprocessors if p.name == "local"]
+        self.local = local[0].matcher if local else None  # callers ask whether queries need local descriptors
 
     @classmethod
     def from_config(cls, cfg: dict, descriptors=None) -> "Retriever":
@@ -175,8 +174,12 @@ class Retriever:
         return {"kind": k["index"], "nlist": k["nlist"], "nprobe": k["nprobe"], "seed": self.seed}
 
     def search(self, gallery: Gallery, queries: np.ndarray, names, photos: int = 0,
-               query_descriptors: list | None = None, raw_local: bool = False) -> Retrieval:
+               query_descriptors: list | None = None, raw_local: bool = False,
+               query_features: dict | None = None) -> Retrieval:
+        """`query_features`: each kind of per-query feature a re-scorer reads (postprocess.py);
+        `query_descriptors` is short for {"local": ...}. `raw_local`: local counts left unfused."""
         from pipeline.retrieval import rerank
+        from pipeline.retrieval.postprocess import SearchContext
 
         names = np.asarray(names)
         if len(gallery) == 0:
@@ -196,17 +199,15 @@ class Retriever:
             codes, scores = rank_whales(sims, idx, gallery_codes, int(self.cfg["keep_top"]))
         q, r = np.nonzero(codes >= 0)
         table = pd.DataFrame({C.IMAGE: names[q], C.ID: whales[codes[q, r]], C.SCORE: scores[q, r].astype(np.float32)})
-        if self.cfg["verify"]:
-            from pipeline.retrieval.verification import fit_head, rescore as verify
-
-            if gallery not in self._heads:
-                self._heads[gallery] = fit_head(vectors, gallery.ids, gallery.negatives, self.cfg,
-                                                self._index_options(), self.seed)
-            table = verify(self._heads[gallery], queries, names, vectors, gallery.ids, sims, idx, table, self.cfg)
-        if self.local is not None:
-            if query_descriptors is None:
-                raise PipelineError("knn.local needs the query photos' local descriptors", "knn.local")
-            table = self.local.rescore(table, query_descriptors, names, vectors, queries, gallery, raw=raw_local)
+        if self.postprocessors:
+            features = dict(query_features or {})
+            if query_descriptors is not None:
+                features["local"] = query_descriptors
+            ctx = SearchContext(gallery, names, queries, vectors, None if self.cfg["aggregation"] == "centroid" else sims,
+                                None if self.cfg["aggregation"] == "centroid" else idx, features,
+                                {"index": self._index_options(), "raw_local": raw_local})
+            for processor in self.postprocessors:
+                table = processor.process(table, ctx)
         if not photos:
             return Retrieval(table)
         if self.cfg["aggregation"] == "centroid":
