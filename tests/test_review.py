@@ -114,6 +114,14 @@ def test_review_with_the_test_client(app, catalogue, trained_tiny):
     image = ann.get(pair + "?h=240")
     assert image.status_code == 200 and image.mimetype == "image/jpeg" and image.data[:2] == b"\xff\xd8"
     assert ann.get(f"/photo/{rows[0]['hash']}?h=100").mimetype == "image/jpeg"
+    if app.extensions["whale_review"].lines:  # geometry.inlier_matches: a photo against itself is all matches
+        import numpy as np
+        from PIL import Image
+
+        same = f"/pair/{rows[0]['hash']}/{rows[0]['hash']}?h=240"
+        drawn, bare = (np.asarray(Image.open(io.BytesIO(ann.get(same + extra).data)), dtype=int)
+                       for extra in ("", "&lines=0"))
+        assert drawn.shape == bare.shape and (np.abs(drawn - bare).max(axis=-1) > 60).sum() > 200
     assert ann.get("/photo/" + "0" * 64).status_code == 404
     candidates = re.findall(r'class="cand" data-whale="([^"]+)"', page)
     target = whale if whale in candidates else candidates[0]
@@ -194,6 +202,8 @@ def test_posts_need_the_csrf_token_and_a_same_origin(app):
     assert response.status_code == 403
     assert ann.http.post("/reviewer", data={"reviewer": "eve", "csrf": ann.csrf},
                          headers={"Origin": "http://localhost"}).status_code == 303
+    response = ann.post("/reviewer", reviewer="ann", back="//evil.example/")
+    assert response.status_code == 303 and response.headers["Location"] == "/"  # never to another site
     # Bound to loopback, a request for another host name (DNS rebinding) is refused.
     assert app.test_client().get("/", base_url="http://evil.example/").status_code == 400
 

@@ -60,10 +60,13 @@ class Pictures:
 
     def __init__(self, path_of, size: int = 512):
         self.path_of = path_of
-        self.cache = LRU(size)
+        self.cache = LRU(size)  # JPEG bytes and match arrays: small
+        self.decoded = LRU(64)  # decoded photos at MATCH_SIDE (about 0.6 MB each)
 
     def rgb(self, digest: str, max_side: int) -> np.ndarray:
-        return self.cache.get(("rgb", digest, max_side), lambda: load_display(self.path_of(digest), max_side))
+        if max_side != MATCH_SIDE:  # a larger picture is drawn once and kept as JPEG bytes, not decoded
+            return load_display(self.path_of(digest), max_side)
+        return self.decoded.get(digest, lambda: load_display(self.path_of(digest), MATCH_SIDE))
 
     def photo(self, digest: str, height: int) -> bytes:
         height = int(np.clip(height, 32, MAX_HEIGHT))

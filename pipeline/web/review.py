@@ -330,7 +330,8 @@ def create_review_app(catalogue, require_token: bool = False, token: str | None 
             session["reviewer"] = name
             flash("info", f"Deciding as {name}.")
         back = request.form.get("back", "/")
-        return redirect(back if back.startswith("/") and not back.startswith("//") else "/", 303)
+        local = back.startswith("/") and not back.startswith(("//", "/\\"))  # never to another site
+        return redirect(back if local else "/", 303)
 
     # ------------------------------------------------------------------------------- changes
 
