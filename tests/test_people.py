@@ -82,6 +82,7 @@ def test_report_has_every_section(trained_tiny):
         assert section in text, section
     assert "demo_triplet" in text and text.count("data:image/") > 20  # plots and thumbnails are inline
     assert "src=\"http" not in text  # self-contained
+    assert text.count('class="lines"') > 0  # queries drawn against their best candidate, verified matches as lines
 
 
 class FormClient:

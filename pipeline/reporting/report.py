@@ -101,6 +101,16 @@ def embedding_map(work: Path, folds: pd.DataFrame, largest: int = 12) -> str | N
     return figure_uri(fig)
 
 
+def match_lines_uri(cache: ImageCache, query: str, photo: str, height: int = 64) -> str:
+    """The two cached photos side by side with their RANSAC-verified SIFT matches as lines."""
+    from pipeline.reporting.match_lines import draw_match_lines
+    from pipeline.retrieval.geometry import inlier_matches
+
+    q, g = cache.images[cache.rows([query])[0]], cache.images[cache.rows([photo])[0]]
+    q_xy, g_xy, strength = inlier_matches(q, g)
+    return jpeg_uri(draw_match_lines(q, g, q_xy, g_xy, strength, height=2 * height), height)
+
+
 def query_gallery(work: Path, folds: pd.DataFrame, cache: ImageCache, name: str, sample: int, policy: NewWhalePolicy,
                   seed: int = 0) -> str:
     """Validation queries with their five, each fold's labels from the policy that scored it in CV."""
@@ -121,6 +131,10 @@ def query_gallery(work: Path, folds: pd.DataFrame, cache: ImageCache, name: str,
         cells = [f'<figure class="query"><img src="{jpeg_uri(cache.images[cache.rows([q[C.IMAGE]])[0]])}">'
                  f'<figcaption>{html.escape(q[C.IMAGE])}<br>truth {html.escape(q[C.TRUTH])}<br>AP {aps[i]:.2f}'
                  '</figcaption></figure>']
+        best = next((label for label in labels[i] if label != C.NEW_WHALE and label in first_photo.index), None)
+        if best is not None:  # the query against its best candidate's photo, verified matches drawn
+            cells.append(f'<figure class="lines"><img src="{match_lines_uri(cache, q[C.IMAGE], first_photo[best])}">'
+                         f"<figcaption>verified matches with {html.escape(best)}</figcaption></figure>")
         for label in labels[i]:
             hit = ' class="hit"' if label == q[C.TRUTH] else ""
             score = scores.get((q[C.IMAGE], label))
