@@ -1,8 +1,8 @@
 """The GPU path, proved on the CPU (issue #27): what a user with pretrained weights, AMP, several GPUs or
 machines and a time budget meets first. The DDP items (one clock for all ranks, accumulation under DDP,
 multi-node launch) are in test_ddp.py."""
+import os
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -369,7 +369,10 @@ def test_fit_records_where_and_how_it_trained(prepared, tmp_path):
 # ---------------------------------------------------------------- 9. one faiss, chosen per machine
 
 def make_dry(*args):
-    run = subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+    # Under `make test` the parent's flags would add "Entering directory" lines: run as a top-level make.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    run = subprocess.run(["make", "-n", "--no-print-directory", *args], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     return run.stdout
 
@@ -409,7 +412,8 @@ def test_make_train_launches_several_machines_through_torchruns_rendezvous():
     assert ("torchrun --nnodes=2 --rdzv_backend=c10d --rdzv_endpoint=node0:29400 --rdzv_id=job7 --nproc_per_node=4 "
             "-m pipeline train") in dry
     assert "--standalone --nproc_per_node=2" in make_dry("-o", "install", "train", "NPROC=2")
-    run = subprocess.run(["make", "-n", "-o", "install", "train", "NNODES=2"], cwd=REPO, capture_output=True, text=True)
+    run = subprocess.run(["make", "-n", "-o", "install", "train", "NNODES=2"], cwd=REPO, capture_output=True, text=True,
+                         env={k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")})
     assert run.returncode != 0 and "NNODES=2 needs RDZV_ENDPOINT=host:port" in run.stderr
 
 
