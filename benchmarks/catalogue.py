@@ -47,10 +47,13 @@ def session(catalogue, data: Path, limit: int | None = None, decide: bool = True
     """Adds the test photos one by one and decides each as solution.csv says; returns the timings and ranks."""
     solution = pd.read_csv(data / "solution.csv", dtype=str, keep_default_na=False).set_index(C.IMAGE)[C.ID]
     order = pd.read_csv(data / "sample_submission.csv", dtype=str)[C.IMAGE].tolist()[:limit]
-    add_s, decide_s, ranks = [], [], []
+    add_s, decide_s, ranks, refused = [], [], [], 0
     for name in order:
         started = time.perf_counter()
         added = catalogue.add([data / "test" / name])[0]
+        if added.refused:  # the same bytes as a photo already in the catalogue (test duplicates a train photo)
+            refused += 1
+            continue
         add_s.append(time.perf_counter() - started)
         truth = solution[name]
         if truth != C.NEW_WHALE:
@@ -64,7 +67,7 @@ def session(catalogue, data: Path, limit: int | None = None, decide: bool = True
                 catalogue.decide(added.hash, "new", "simulated reviewer")
             decide_s.append(time.perf_counter() - started)
     found = np.array([np.inf if r is None else r for r in ranks], dtype=float)
-    return {"photos": len(order), "add_s": np.array(add_s), "decide_s": np.array(decide_s),
+    return {"photos": len(order) - refused, "refused": refused, "add_s": np.array(add_s), "decide_s": np.array(decide_s),
             "known": len(ranks), "rank1": float((found <= 1).mean()) if len(found) else float("nan"),
             "rank5": float((found <= 5).mean()) if len(found) else float("nan")}
 
@@ -148,6 +151,8 @@ def main() -> None:
              f"({grown['known']} photos)", f"{padded['rank1']:.4f} / {padded['rank5']:.4f} ({padded['known']} photos)", ""),
             ("catalogue init / load (s)", f"{init_s:.1f} / {load_s:.1f}", "", f"work folder ready in {trained_s:.0f} s"),
         ]
+        rows.append(("photos refused as already in the catalogue (same bytes)", f"{grown['refused']}",
+                     f"{padded['refused']}", ""))
         table = pd.DataFrame(rows, columns=["measure", f"nyala ({grown['photos']} adds)",
                                             f"padded to {args.pad:,} ({padded['photos']} adds)", "goal"])
         print(table.to_string(index=False))
