@@ -172,6 +172,7 @@ catalogue-evaluate: install
 # against rebuild, ranks, and the same adds with every gallery padded to 100,000 photos.
 bench-catalogue: install
 	$(PYTHON) -m benchmarks.catalogue $(if $(WORK_NYALA),--work $(WORK_NYALA)) --budget $(or $(BUDGET),1)
+	$(if $(WORK_NYALA),$(PYTHON) -m benchmarks.identify_speed --work $(WORK_NYALA))
 
 # Local matching on nyala and lion (5 folds, the same trained models for every row): none, ratio-test
 # counts, RANSAC homography / fundamental inliers, each with and without calibrated fusion; the
