@@ -35,6 +35,7 @@ LOCAL_VARIANTS = {  # label -> knn overrides
     "fundamental inliers": ["knn.local_geometry=fundamental"],
     "fundamental inliers, calibrated": ["knn.local_geometry=fundamental", "knn.local_calibrate=true"],
 }
+QUICK = ("fundamental",)  # --quick leaves these rows out
 TRAINING_FREE = "colour_histogram"
 
 
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1.0, help="training minutes per fold of the default recipe")
     parser.add_argument("--sets", nargs="+", default=["nyala", "lion"])
     parser.add_argument("--no-peer", action="store_true", help="skip wildlife-tools' SIFT matcher")
+    parser.add_argument("--quick", action="store_true", help="leave out the fundamental-matrix rows")
     args = parser.parse_args()
     from pipeline.config import DEFAULT_MODEL
 
@@ -92,10 +94,11 @@ def main() -> None:
             bench = Bench(data, Path(tmp))
             bench.prepare()
             spent = bench.model(DEFAULT_MODEL, args.budget, ["--set", "knn.local=false"])
-            rows += knn_rows(bench, DEFAULT_MODEL, f"{DEFAULT_MODEL}", spent, LOCAL_VARIANTS)
+            variants = {k: v for k, v in LOCAL_VARIANTS.items() if not (args.quick and any(q in k for q in QUICK))}
+            rows += knn_rows(bench, DEFAULT_MODEL, f"{DEFAULT_MODEL}", spent, variants)
             stage("train", *bench.common, "--model", TRAINING_FREE)
             stage("embed", *bench.common, "--model", TRAINING_FREE)
-            free = {k: v for k, v in LOCAL_VARIANTS.items() if "fundamental" not in k}
+            free = {k: v for k, v in variants.items() if "fundamental" not in k}
             rows += knn_rows(bench, TRAINING_FREE, "training-free", 0.0, free)
             if not args.no_peer:
                 score, seconds = sift_peer(data, Path(tmp) / "sift.csv")
