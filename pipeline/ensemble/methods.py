@@ -84,7 +84,10 @@ def classifier(work, models, folds, fold_list, test_names, cfg) -> tuple[pd.Data
     if cfg["ensemble"]["classifier"]["local"] and cfg["knn"]["local"]:
         from pipeline.retrieval.local_features import DescriptorStore, LocalMatcher
 
-        matcher = LocalMatcher(DescriptorStore.open(work, cfg["knn"]["local_keypoints"]), cfg["knn"])
+        # The classifier's probabilities are not the retriever's scores: a calibration fitted on those
+        # (knn.local_calibrate) would not apply, so they take the plain blend with the local evidence.
+        matcher = LocalMatcher(DescriptorStore.open(work, cfg["knn"]["local_keypoints"]),
+                               {**cfg["knn"], "local_calibrate": False})
     oofs, tests, known, chosen = [], [], [], {}
     for fold in fold_list:
         oof, test, classes = classifier_fold(work, models, folds, fold, test_names, cfg, matcher=matcher)
