@@ -91,7 +91,7 @@ def main() -> None:
             print(f"skip {name}: {data} not present")
             continue
         with tempfile.TemporaryDirectory(prefix=f"bench-local-{name}-") as tmp:
-            bench = Bench(data, Path(tmp))
+            bench = Bench(data, Path(tmp), [])
             bench.prepare()
             spent = bench.model(DEFAULT_MODEL, args.budget, ["--set", "knn.local=false"])
             variants = {k: v for k, v in LOCAL_VARIANTS.items() if not (args.quick and any(q in k for q in QUICK))}
