@@ -358,3 +358,21 @@ def test_rebind_embeds_every_photo_anew_and_ranks_the_queue_again(catalogue, tra
     assert ranked == version
     assert cat.store.db.execute("SELECT COUNT(*) FROM decisions WHERE kind = 'rebind'").fetchone()[0] == 1
     assert not (catalogue / "bundle.new").exists() and not (catalogue / "bundle.old").exists()
+
+
+def test_add_refuses_what_preprocess_refuses_and_stores_nothing(catalogue, tmp_path, capsys):
+    from tests.conftest import bomb_png
+
+    bad = tmp_path / "broken.jpg"
+    bad.write_text("not a photo")
+    bomb = tmp_path / "huge.png"
+    bomb.write_bytes(bomb_png())
+    before = sorted(p.name for p in (catalogue / "photos").rglob("*") if p.is_file())
+    for path, reason in ((bad, "cannot decode image"), (bomb, "refused"), (tmp_path / "notes.txt", "is not a photo type")):
+        if not path.exists():
+            path.write_text("x")
+        code, out, err = run(capsys, "catalogue", "add", "--catalogue", str(catalogue), str(path))
+        assert code == 2 and path.name in err and reason in err, err
+    assert sorted(p.name for p in (catalogue / "photos").rglob("*") if p.is_file()) == before
+    with db(catalogue) as con:
+        assert not con.execute("SELECT 1 FROM photos WHERE source = 'add'").fetchone()
