@@ -160,7 +160,7 @@ class Identifier:
                 result = retriever.search(fm.gallery, embeddings[(name, fm.fold)], names, photos=self.photos_per_whale,
                                           query_descriptors=local.get(retriever.cfg.get("local_keypoints")))
                 tables.append(result.scores)
-                known.append(set(fm.gallery.whale_codes()[0]))
+                known.append(fm.gallery.whale_set())
                 photo_tables.append(result.photos)
             per_model.append(fuse_folds(tables, known))
         return fuse(per_model, self.weights), merge_photos(photo_tables, self.photos_per_whale)

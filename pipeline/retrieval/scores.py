@@ -50,8 +50,11 @@ def fuse(tables: list[pd.DataFrame], weights: list[float] | None = None, known: 
         floor = table.groupby(C.IMAGE)[C.SCORE].min()
         merged = keys.merge(table, on=[C.IMAGE, C.ID], how="left")
         filled = merged[C.SCORE].fillna(merged[C.IMAGE].map(floor)).fillna(0.0).to_numpy(np.float64)
+        # Membership one row at a time: the table is small, the gallery's set of whales may be huge
+        # (pandas' isin would copy the whole set for every table).
         votes = np.ones(len(keys)) if known is None else \
-            (merged[C.SCORE].notna() | merged[C.ID].isin(known[i])).to_numpy(np.float64)
+            (merged[C.SCORE].notna().to_numpy() | np.fromiter((w in known[i] for w in merged[C.ID]), bool,
+                                                              count=len(merged))).astype(np.float64)
         total += weight * votes * filled
         weight_sum += weight * votes
     fused = keys.assign(**{C.SCORE: (total / np.maximum(weight_sum, 1e-12)).astype(np.float32)})
