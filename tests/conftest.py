@@ -89,3 +89,50 @@ def train_argv(work, folds_file, sets, model="test_arcface"):
     """`whale train` arguments for fold 0 of `model` with config overrides `sets`."""
     return ["train", "--work", str(work), "--configs", str(REPO / "configs"), "--model", model,
             "--folds-file", str(folds_file), "--folds", "0", *(x for s in sets for x in ("--set", s))]
+
+
+@pytest.fixture(scope="session")
+def catalogue_base(trained_tiny, tmp_path_factory):
+    """A catalogue made once per session from the tiny trained work folder (init is the costly part)."""
+    from pipeline.cli import main
+
+    data, work = trained_tiny
+    base = tmp_path_factory.mktemp("catalogue") / "base"
+    assert main(["catalogue", "init", "--catalogue", str(base), "--from", str(data), "--work", str(work)]) == 0
+    return base
+
+
+@pytest.fixture()
+def catalogue(catalogue_base, tmp_path):
+    """A fresh copy of the base catalogue for one test."""
+    import shutil
+
+    folder = tmp_path / "cat"
+    shutil.copytree(catalogue_base, folder)
+    return folder
+
+
+def catalogue_db(folder):
+    """The catalogue's database, rows readable by column name."""
+    import sqlite3
+
+    connection = sqlite3.connect(folder / "catalogue.db")
+    connection.row_factory = sqlite3.Row
+    return connection
+
+
+def headless_chromium(window: str = "1100,700"):
+    """Debian's Chromium under selenium, headless (see tests/test_people.require_browser)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from tests.test_people import require_browser
+
+    chromium, driver_path = require_browser()
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--window-size={window}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver_path), options=options)

@@ -3,8 +3,6 @@ points, a confirmed photo found again at once, the "already decided" refusal, th
 individual) calibrated on held-out queries."""
 import json
 import os
-import shutil
-import sqlite3
 import subprocess
 import sys
 
@@ -15,36 +13,13 @@ from PIL import Image, ImageEnhance
 
 from pipeline import columns as C
 from pipeline.cli import main
-from tests.conftest import REPO
+from tests.conftest import REPO, catalogue_db as db
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
     code = main(list(argv))
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-@pytest.fixture(scope="module")
-def catalogue_base(trained_tiny, tmp_path_factory):
-    """A catalogue made once from the tiny trained work folder (init is the costly part)."""
-    data, work = trained_tiny
-    base = tmp_path_factory.mktemp("catalogue") / "base"
-    assert main(["catalogue", "init", "--catalogue", str(base), "--from", str(data), "--work", str(work)]) == 0
-    return base
-
-
-@pytest.fixture()
-def catalogue(catalogue_base, tmp_path):
-    """A fresh copy of the base catalogue for one test."""
-    folder = tmp_path / "cat"
-    shutil.copytree(catalogue_base, folder)
-    return folder
-
-
-def db(folder):
-    connection = sqlite3.connect(folder / "catalogue.db")
-    connection.row_factory = sqlite3.Row
-    return connection
 
 
 def near_copy(photo, out, brighter=1.06):

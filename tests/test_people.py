@@ -166,24 +166,17 @@ def require_browser():
 
 
 def test_web_page_in_headless_chromium(trained_tiny, known_test_photos):
-    chromium, driver_path = require_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    require_browser()  # before anything starts: a skip here, or a failure in CI
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
     from pipeline.web.app import create_app
+    from tests.conftest import headless_chromium
     from tests.test_review import start_waitress
 
     data, work = trained_tiny
     base, stop = start_waitress(create_app(work, ["demo_triplet"]), threads=2)
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1100,700"):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(driver_path), options=options)
+    browser = headless_chromium("1100,700")
     try:
         browser.get(base + "/")
         photo, whale = recognised_photo(known_test_photos)

@@ -5,8 +5,6 @@ colliding id), and the access token and CSRF checks."""
 import http.cookiejar
 import io
 import re
-import shutil
-import sqlite3
 import threading
 import urllib.error
 import urllib.request
@@ -16,31 +14,10 @@ import pytest
 
 from pipeline import columns as C
 from pipeline.cli import main
-from tests.conftest import bomb_png
+from tests.conftest import bomb_png, catalogue_db as db, headless_chromium
 from tests.test_people import require_browser  # one rule for browsers: a failure in CI without them
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-@pytest.fixture(scope="module")
-def review_base(trained_tiny, tmp_path_factory):
-    data, work = trained_tiny
-    base = tmp_path_factory.mktemp("review") / "base"
-    assert main(["catalogue", "init", "--catalogue", str(base), "--from", str(data), "--work", str(work)]) == 0
-    return base
-
-
-@pytest.fixture()
-def catalogue(review_base, tmp_path):
-    folder = tmp_path / "cat"
-    shutil.copytree(review_base, folder)
-    return folder
-
-
-def db(folder):
-    connection = sqlite3.connect(folder / "catalogue.db")
-    connection.row_factory = sqlite3.Row
-    return connection
 
 
 def test_photos(data):
@@ -348,12 +325,12 @@ def test_off_loopback_every_request_needs_the_token(served):
     assert ann.request("/reviewer", {"reviewer": "ann"}, headers={"Origin": base}, follow=False)[0] == 403
 
 
-def test_serve_turns_the_token_on_off_loopback_and_prints_it_once(review_base, monkeypatch, capsys):
+def test_serve_turns_the_token_on_off_loopback_and_prints_it_once(catalogue_base, monkeypatch, capsys):
     import waitress
 
     served = []
     monkeypatch.setattr(waitress, "serve", lambda app, **kw: served.append((app, kw)))
-    assert main(["serve", "--catalogue", str(review_base), "--host", "192.0.2.10", "--port", "8123"]) == 0
+    assert main(["serve", "--catalogue", str(catalogue_base), "--host", "192.0.2.10", "--port", "8123"]) == 0
     out = capsys.readouterr().out
     app, options = served[-1]
     assert options["host"] == "192.0.2.10" and options["threads"] >= 2
@@ -362,7 +339,7 @@ def test_serve_turns_the_token_on_off_loopback_and_prints_it_once(review_base, m
     client = app.test_client()
     assert client.get("/", base_url="http://192.0.2.10:8123/").status_code == 401
     assert client.get("/", base_url="http://192.0.2.10:8123/", headers={"Authorization": f"Bearer {token}"}).status_code == 200
-    assert main(["serve", "--catalogue", str(review_base)]) == 0  # localhost: no token
+    assert main(["serve", "--catalogue", str(catalogue_base)]) == 0  # localhost: no token
     app, options = served[-1]
     assert options["host"] == "127.0.0.1" and "token" not in capsys.readouterr().out
     assert app.test_client().get("/").status_code == 200
@@ -372,9 +349,7 @@ def test_review_in_headless_chromium(catalogue, trained_tiny, tmp_path):
     """The issue's review, driven as a reviewer would: the name once, two photos uploaded together with a
     date and place, key 1 (same as candidate 1), an edited id and `n`, `z` (undo), `n` again, then on
     the individual's page a merge; the database afterwards. Also times decisions and saves a screenshot."""
-    chromium, driver_path = require_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    require_browser()  # before anything starts: a skip here, or a failure in CI
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
@@ -385,13 +360,7 @@ def test_review_in_headless_chromium(catalogue, trained_tiny, tmp_path):
     data, _ = trained_tiny
     (known, _), unknown = test_photos(data)
     base, stop = start_waitress(create_review_app(catalogue))
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1400,1000"):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(driver_path), options=options)
+    browser = headless_chromium("1400,1000")
     wait = WebDriverWait(browser, 60)
 
     def showing(name):

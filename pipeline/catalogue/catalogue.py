@@ -388,7 +388,7 @@ class Catalogue:
                 gone = details["gone"]
                 still = {r[0] for r in db.execute("SELECT hash FROM photos WHERE individual_id = ?", (last["individual_id"],))}
                 if not set(details["photos"]) <= still:
-                    raise PipelineError(f"photos of the merge have moved since; undo the later change first", self.folder)
+                    raise PipelineError("photos of the merge have moved since; undo the later change first", self.folder)
                 db.executemany("UPDATE photos SET individual_id = ? WHERE hash = ?", [(gone, h) for h in details["photos"]])
                 db.execute("UPDATE individuals SET merged_into = NULL WHERE id = ?", (gone,))
                 db.execute("DELETE FROM aliases WHERE alias = ?", (gone,))

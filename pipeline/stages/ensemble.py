@@ -9,7 +9,6 @@ With --model NAME it passes that one model's predictions through (what `make all
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
