@@ -11,7 +11,14 @@ from tests.conftest import REPO
 
 RECIPES = sorted(p.stem for p in (REPO / "configs" / "models").glob("*.yaml"))
 # Training-free backbones have nothing to train: tests/test_colour_histogram.py runs their recipe.
-TRAINING_FREE = {"colour_histogram"}
+TRAINING_FREE = {"colour_histogram", "training_free"}
+
+
+def test_the_training_free_recipe_is_the_histogram_shortlist_with_verified_local_matches():
+    cfg = load_stage_config(REPO / "configs", "training_free")
+    histogram = load_stage_config(REPO / "configs", "colour_histogram")
+    assert cfg["model"] == histogram["model"] and cfg["train"]["epochs"] == 0
+    assert cfg["knn"]["local"] and cfg["knn"]["local_geometry"] == "homography"
 
 
 @pytest.fixture(scope="module")
