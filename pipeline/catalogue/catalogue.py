@@ -17,13 +17,14 @@ from pipeline import columns as C
 from pipeline.catalogue.matching import CatalogueMatcher, Ranking, ranking_json
 from pipeline.catalogue.store import Store, content_hash, crash_point, descriptor_blobs, now, vector_blob
 from pipeline.errors import PipelineError
+from pipeline.io.layout import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 DECISIONS = ("match", "new", "unsure", "junk")
 FINAL = ("confirmed", "junk")  # a photo in these states has been decided
 OPEN = ("pending", "unsure", "unidentified")  # a photo in these may be decided
 DEFAULT_SPECIES = {"genus": "Megaptera", "species": "novaeangliae"}
-ALLOWED_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+ALLOWED_SUFFIXES = IMAGE_SUFFIXES  # what the Kaggle layout accepts, accepted here too
 
 
 @dataclass

@@ -111,23 +111,15 @@ class CatalogueMatcher:
                                          (self.seen_decision,)).fetchall()
             if not rows:
                 return
-            if all(r["kind"] in ("match", "new", "unsure", "junk") for r in rows):
-                for r in rows:
-                    if r["kind"] in ("match", "new"):
-                        self.append(r["photo"], r["individual_id"])
-                self.seen_decision = int(rows[-1]["id"])
-            elif all(r["kind"] in ("match", "new", "unsure", "junk", "merge", "split") for r in rows):
-                for r in rows:
-                    if r["kind"] in ("match", "new"):
-                        self.append(r["photo"], r["individual_id"])
+            if any(r["kind"] not in ("match", "new", "unsure", "junk", "merge", "split") for r in rows):
+                self._load_galleries()  # an undo removes photos from the galleries: rebuild them
+                return
+            for r in rows:
+                if r["kind"] in ("match", "new"):
+                    self.append(r["photo"], r["individual_id"])
+            if any(r["kind"] in ("merge", "split") for r in rows):
                 self.relabel()
-                self.seen_decision = int(rows[-1]["id"])
-            else:  # an undo removes photos from the galleries: rebuild them
-                self._load_galleries()
-
-    def mark_seen(self, decision_id: int) -> None:
-        with self.lock:
-            self.seen_decision = max(self.seen_decision, int(decision_id))
+            self.seen_decision = int(rows[-1]["id"])
 
     # ------------------------------------------------------------------------------- ranking
 

@@ -253,17 +253,22 @@ class Store:
             sql += " AND p.status = ?"
             params.append(status)
         if hashes is not None:
-            rows = []
-            for start in range(0, len(hashes), 500):  # SQLite's limit on bound parameters
-                part = list(hashes[start:start + 500])
-                rows += self.db.execute(sql + f" AND e.hash IN ({','.join('?' * len(part))})",
-                                        params + part).fetchall()
+            rows = self._rows_with_hash(sql, params, "e.hash", hashes)
             wanted = {h: i for i, h in enumerate(hashes)}
             rows.sort(key=lambda r: wanted[r[0]])
         else:
             rows = self.db.execute(sql + " ORDER BY p.arrival", params).fetchall()
         vectors = np.stack([np.frombuffer(r[2], dtype=np.float32) for r in rows]) if rows else None
         return [r[0] for r in rows], [r[1] for r in rows], vectors
+
+    def _rows_with_hash(self, sql: str, params: list, column: str, hashes) -> list:
+        """`sql` restricted to rows whose `column` is one of `hashes`, 500 at a time (SQLite's limit on
+        bound parameters)."""
+        rows = []
+        for start in range(0, len(hashes), 500):
+            part = list(hashes[start:start + 500])
+            rows += self.db.execute(sql + f" AND {column} IN ({','.join('?' * len(part))})", params + part).fetchall()
+        return rows
 
     def descriptors(self, keypoints: int, hashes: list[str] | None = None) -> dict:
         """hash -> its local features (local_features.LocalFeatures: descriptors with their keypoints)."""
@@ -273,10 +278,7 @@ class Store:
         if hashes is None:
             rows = self.db.execute(sql, params).fetchall()
         else:
-            rows = []
-            for start in range(0, len(hashes), 500):
-                part = list(hashes[start:start + 500])
-                rows += self.db.execute(sql + f" AND hash IN ({','.join('?' * len(part))})", params + part).fetchall()
+            rows = self._rows_with_hash(sql, params, "hash", hashes)
         out = {}
         for digest, data, points in rows:
             descriptors = np.frombuffer(data, dtype=np.uint8).reshape(-1, 128)

@@ -12,9 +12,10 @@ from pathlib import Path
 from flask import Flask, request
 
 from pipeline.errors import PipelineError
+from pipeline.io.layout import IMAGE_SUFFIXES
 from pipeline.reporting.images import jpeg_uri
 
-ALLOWED = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+ALLOWED = IMAGE_SUFFIXES
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Which whale is this?</title><style>
 body{{font-family:system-ui,sans-serif;margin:2em;max-width:1000px}}
 .cands{{display:flex;gap:10px;flex-wrap:wrap}}figure{{margin:0;text-align:center;font-size:13px}}
