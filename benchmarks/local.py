@@ -7,7 +7,7 @@ Per set (5 folds): the default recipe is trained once (BUDGET minutes per fold) 
 every row re-scores the same embeddings with another local-matching setting (knn, then CV MAP@5 per
 fold and overall; test MAP@5 against solution.csv for the record, it chooses nothing):
 
-    no local matching | ratio-test counts (the default) | RANSAC homography inliers | RANSAC
+    no local matching | ratio-test counts | RANSAC homography inliers (the default) | RANSAC
     fundamental inliers, each with and without calibrated fusion (knn.local_calibrate),
 
 then the training-free recipe (colour-histogram shortlist + local matching, no training) with the
@@ -28,8 +28,8 @@ from benchmarks.ensemble import SHARED, Bench, sift_peer, stage
 
 LOCAL_VARIANTS = {  # label -> knn overrides
     "no local matching": ["knn.local=false"],
-    "ratio-test counts": [],
-    "ratio-test counts, calibrated": ["knn.local_calibrate=true"],
+    "ratio-test counts": ["knn.local_geometry=none"],
+    "ratio-test counts, calibrated": ["knn.local_geometry=none", "knn.local_calibrate=true"],
     "homography inliers": ["knn.local_geometry=homography"],
     "homography inliers, calibrated": ["knn.local_geometry=homography", "knn.local_calibrate=true"],
     "fundamental inliers": ["knn.local_geometry=fundamental"],

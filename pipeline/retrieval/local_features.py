@@ -6,7 +6,8 @@ wildlife-tools' WildFusion (global descriptors shortlist, local matchers decide)
     descriptors   SIFT descriptors of each cached photo (at most `local_keypoints`), computed once per
                   work folder and stored beside the cache;
     match count   the number of gallery descriptors whose two nearest query descriptors pass Lowe's
-                  ratio test (squared L2 distances, `local_ratio`): wildlife-tools' definition;
+                  ratio test (squared L2 distances, `local_ratio`): wildlife-tools' definition; with
+                  `local_geometry` (homography by default) only those one transform explains count;
     re-scoring    each query's `local_top` whales: count = the best over the whale's `local_photos`
                   gallery photos nearest the query in embedding space; the score becomes
                   (1 - local_weight) * score + local_weight * count / (count + local_scale), and every
