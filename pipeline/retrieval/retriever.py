@@ -110,7 +110,6 @@ class Gallery:
             self._buffers[1][:self._size] = self.ids
             self.ids = self._buffers[1][:self._size]
         self._codes = self._rows_by_whale = None
-        self._whale_set = None
 
     def whale_codes(self) -> tuple[np.ndarray, np.ndarray]:
         """(distinct whales, each row's position among them)."""
@@ -120,11 +119,11 @@ class Gallery:
             self._lookup = None
         return self._codes
 
-    def whale_set(self) -> set:
-        """The gallery's whales as a set (kept until the ids change)."""
-        if getattr(self, "_whale_set", None) is None or len(self._whale_set) != len(self.whale_codes()[0]):
-            self._whale_set = set(self.whale_codes()[0])
-        return self._whale_set
+    def whale_set(self):
+        """The gallery's whales, for membership tests: the keys of the codes' lookup, which append and
+        relabel already keep current (no copy of its own to keep)."""
+        self.whale_codes()
+        return self._whale_lookup().keys()
 
     def _whale_lookup(self) -> dict:
         """whale -> code, kept beside the codes (append extends both)."""
