@@ -17,14 +17,13 @@ from pipeline import columns as C
 from pipeline.catalogue.matching import CatalogueMatcher, Ranking, ranking_json
 from pipeline.catalogue.store import Store, content_hash, crash_point, descriptor_blobs, now, vector_blob
 from pipeline.errors import PipelineError
-from pipeline.io.layout import IMAGE_SUFFIXES
+from pipeline.io.layout import not_a_photo_type
 
 log = logging.getLogger(__name__)
 DECISIONS = ("match", "new", "unsure", "junk")
 FINAL = ("confirmed", "junk")  # a photo in these states has been decided
 OPEN = ("pending", "unsure", "unidentified")  # a photo in these may be decided
 DEFAULT_SPECIES = {"genus": "Megaptera", "species": "novaeangliae"}
-ALLOWED_SUFFIXES = IMAGE_SUFFIXES  # what the Kaggle layout accepts, accepted here too
 
 
 @dataclass
@@ -188,9 +187,9 @@ class Catalogue:
         matcher = self.matcher
         for path in paths:
             path = Path(path)
-            if path.suffix.lower() not in ALLOWED_SUFFIXES:
-                raise PipelineError(f"{path.suffix or 'no extension'} is not a photo type "
-                                    f"({', '.join(sorted(ALLOWED_SUFFIXES))})", path)
+            refused = not_a_photo_type(path.suffix)
+            if refused:
+                raise PipelineError(refused, path)
             if not path.is_file():
                 raise PipelineError("file not found", path)
             data = path.read_bytes()

@@ -23,6 +23,14 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
+def not_a_photo_type(suffix: str) -> str | None:
+    """Why a file with this suffix is refused as a photo (the catalogue and both pages say it alike),
+    or None when it is one of IMAGE_SUFFIXES."""
+    if suffix.lower() in IMAGE_SUFFIXES:
+        return None
+    return f"{suffix or 'no extension'} is not a photo type ({', '.join(sorted(IMAGE_SUFFIXES))})"
+
+
 @dataclass(frozen=True)
 class KaggleLayout:
     root: Path

@@ -12,10 +12,9 @@ from pathlib import Path
 from flask import Flask, request
 
 from pipeline.errors import PipelineError
-from pipeline.io.layout import IMAGE_SUFFIXES
+from pipeline.io.layout import not_a_photo_type
 from pipeline.reporting.images import jpeg_uri
 
-ALLOWED = IMAGE_SUFFIXES
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Which whale is this?</title><style>
 body{{font-family:system-ui,sans-serif;margin:2em;max-width:1000px}}
 .cands{{display:flex;gap:10px;flex-wrap:wrap}}figure{{margin:0;text-align:center;font-size:13px}}
@@ -61,9 +60,9 @@ def create_app(work: str | Path, models: list[str], threshold: float | None = No
         if upload is None or upload.filename == "":
             return page('<p class="error">Choose a photo first.</p>', 400)
         suffix = Path(upload.filename).suffix.lower()
-        if suffix not in ALLOWED:
-            return page(f'<p class="error">{html.escape(suffix or "no extension")} is not a photo type '
-                        f'({", ".join(sorted(ALLOWED))}).</p>', 400)
+        refused = not_a_photo_type(suffix)
+        if refused:
+            return page(f'<p class="error">{html.escape(refused)}.</p>', 400)
         path = uploads / f"{uuid.uuid4().hex}{suffix}"  # our name, inside WORK/uploads: never the user's
         upload.save(path)
         try:

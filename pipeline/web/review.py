@@ -31,9 +31,10 @@ from urllib.parse import quote
 from flask import Flask, Response, abort, redirect, request, session
 from werkzeug.utils import secure_filename
 
-from pipeline.catalogue.catalogue import ALLOWED_SUFFIXES, DECISIONS, Catalogue
+from pipeline.catalogue.catalogue import DECISIONS, Catalogue
 from pipeline.catalogue.store import Store
 from pipeline.errors import PipelineError
+from pipeline.io.layout import IMAGE_SUFFIXES, not_a_photo_type
 from pipeline.web.pictures import Pictures, geometry_available
 from pipeline.web.security import csrf_field, protect
 
@@ -307,7 +308,7 @@ def create_review_app(catalogue, require_token: bool = False, token: str | None 
                 f'<label>Encounter <input name="encounter" size="8"></label> '
                 f'<label>Photographer <input name="photographer" size="12"></label> '
                 f'<button type="submit" id="upload">Add to the queue</button></form>'
-                f'<div class="names">{", ".join(sorted(ALLOWED_SUFFIXES))}; at most {max_upload_mb:g} MB each.</div>'
+                f'<div class="names">{", ".join(sorted(IMAGE_SUFFIXES))}; at most {max_upload_mb:g} MB each.</div>'
                 f'</fieldset>')
 
     @app.errorhandler(413)
@@ -349,9 +350,9 @@ def create_review_app(catalogue, require_token: bool = False, token: str | None 
             for upload in files:
                 shown = Path(upload.filename).name or "upload"
                 suffix = Path(shown).suffix.lower()
-                if suffix not in ALLOWED_SUFFIXES:
-                    notes.append(("error", f"refused {shown}: {suffix or 'no extension'} is not a photo type "
-                                           f"({', '.join(sorted(ALLOWED_SUFFIXES))})"))
+                refused = not_a_photo_type(suffix)
+                if refused:
+                    notes.append(("error", f"refused {shown}: {refused}"))
                     continue
                 # Our own folder and a sanitised name: the catalogue stores the file under its content hash
                 # and keeps this name only as a label for reviewers.
