@@ -123,12 +123,25 @@ def catalogue_db(folder):
     return connection
 
 
+def require_browser():
+    """Chromium and its driver, else a skip on a developer's machine and a failure in CI (CI=true), where
+    .ci/run installs them: a lost install step must show, not hide behind a skip."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        message = "no chromium/chromedriver (Debian packages chromium, chromium-driver); .ci/run installs them"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI: {message}")
+        pytest.skip(message)
+    return chromium, driver
+
+
 def headless_chromium(window: str = "1100,700"):
-    """Debian's Chromium under selenium, headless (see tests/test_people.require_browser)."""
+    """Debian's Chromium under selenium, headless (require_browser: a skip, or a failure in CI)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-
-    from tests.test_people import require_browser
 
     chromium, driver_path = require_browser()
     options = webdriver.ChromeOptions()

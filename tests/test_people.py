@@ -1,14 +1,13 @@
 """For people: `whale identify`, the HTML report and the local web page (in headless Chromium when
 it is installed)."""
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from pipeline.cli import main
+from tests.conftest import headless_chromium, require_browser
 
 
 @pytest.fixture(scope="module")
@@ -147,31 +146,12 @@ def test_web_rejects_bad_uploads(client, payload, name, status, message):
     assert response.status_code == status and message in response.text
 
 
-def browser_paths():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    return chromium, driver
-
-
-def require_browser():
-    """Chromium and its driver, else a skip on a developer's machine and a failure in CI (CI=true), where
-    .ci/run installs them: a lost install step must show, not hide behind a skip."""
-    chromium, driver = browser_paths()
-    if chromium is None or driver is None:
-        message = "no chromium/chromedriver (Debian packages chromium, chromium-driver); .ci/run installs them"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI: {message}")
-        pytest.skip(message)
-    return chromium, driver
-
-
 def test_web_page_in_headless_chromium(trained_tiny, known_test_photos):
     require_browser()  # before anything starts: a skip here, or a failure in CI
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
     from pipeline.web.app import create_app
-    from tests.conftest import headless_chromium
     from tests.test_review import start_waitress
 
     data, work = trained_tiny

@@ -14,8 +14,7 @@ import pytest
 
 from pipeline import columns as C
 from pipeline.cli import main
-from tests.conftest import bomb_png, catalogue_db as db, headless_chromium
-from tests.test_people import require_browser  # one rule for browsers: a failure in CI without them
+from tests.conftest import bomb_png, catalogue_db as db, headless_chromium, require_browser
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
