@@ -46,7 +46,7 @@ $(INSTALLED): pyproject.toml
 	$(VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
 	rm -f $(VENV)/.installed $(VENV)/.installed-*
 	$(VENV)/bin/pip uninstall --quiet --yes faiss-cpu faiss-gpu faiss-gpu-cu12 faiss-gpu-cu11 2>/dev/null || true
-	$(VENV)/bin/pip install --quiet -e '.[dev,$(FAISS)]'
+	$(VENV)/bin/pip install --quiet -e '.[dev,weights,$(FAISS)]'
 	$(VENV)/bin/python -c "import faiss; print('faiss', faiss.__version__, 'sees', faiss.get_num_gpus(), 'GPU(s)')"
 	touch $@
 

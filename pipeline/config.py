@@ -63,8 +63,12 @@ DEFAULTS: dict[str, Any] = {
     "model": {
         # Any timm model name, or an hf-hub address (e.g. hf-hub:BVRA/MegaDescriptor-T-224, online only).
         "backbone": "resnet18",
-        "pretrained": False,  # true: timm downloads weights from its hub (online users)
-        # A local weights file (.pth, .bin or .safetensors) for offline machines; model.backbone then
+        # Where the backbone's starting weights come from (models/weights): null for random, `timm` (its
+        # hub; online), `hf-hub:ORG/NAME` (online), `file:PATH` (a local file) or `package:NAME` (an
+        # installed weights package, e.g. package:efficientnet_lite0; offline).
+        "weights": None,
+        "pretrained": False,  # true: the same as weights: timm (kept for older recipes)
+        # The same as weights: file:PATH (kept for older recipes); model.backbone then
         # names its timm architecture (MegaDescriptor-L-384 is swin_large_patch4_window12_384).
         "pretrained_path": None,
         "backbone_args": {},  # passed to timm.create_model, e.g. {drop_path_rate: 0.1}

@@ -18,8 +18,6 @@ from __future__ import annotations
 import copy
 import math
 import logging
-import sys
-from pathlib import Path
 
 import timm
 import torch
@@ -27,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import PipelineError
+from pipeline.models.backbone import timm_backbone
+from pipeline.models.weights import describe, load_backbone
 
 log = logging.getLogger(__name__)
 
@@ -88,50 +88,12 @@ def default_cfg(backbone: str) -> dict:
     return cfg.to_dict() if cfg is not None else {}
 
 
-def read_weights(path: Path, model: nn.Module) -> dict:
-    """A local weights file (.pth/.bin/.safetensors, timm's or the original layout) as the backbone's
-    state dict: read without unpickling (weights_only), passed through the architecture's own
-    conversion (timm's checkpoint_filter_fn), classifier weights dropped (the backbone is headless)."""
-    from timm.models import load_state_dict
-
-    try:
-        state = load_state_dict(str(path), weights_only=True)
-    except Exception as e:
-        raise PipelineError(f"cannot read weights ({type(e).__name__}: {str(e).splitlines()[0][:200]})", path) from None
-    convert = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
-    if convert is not None:
-        try:
-            state = convert(state, model)
-        except Exception as e:  # the architecture's converter chokes on another model's tensors
-            raise PipelineError(f"timm cannot convert the file for {type(model).__name__} ({type(e).__name__}: "
-                                f"{str(e).splitlines()[0][:200]}); is it that architecture's weights?", path) from None
-    own = model.state_dict()
-    return {k: v for k, v in state.items() if k in own or not _is_classifier(k, model)}
-
-
-def check_shapes(state: dict, model: nn.Module, architecture: str, path) -> None:
-    """load_state_dict(strict=False) still raises on a shape mismatch; name the file and the tensors."""
-    own = model.state_dict()
-    wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
-             if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    if wrong:
-        shown = "; ".join(f"{k} is {list(a)} in the file, {list(b)} in the model" for k, a, b in wrong[:3])
-        raise PipelineError(f"{len(wrong)} tensor(s) have another shape than {architecture}'s ({shown}); "
-                            "are these weights of another width or variant?", path)
-
-
-def _is_classifier(key: str, model: nn.Module) -> bool:
-    names = model.pretrained_cfg.get("classifier") or ()
-    names = (names,) if isinstance(names, str) else tuple(names)
-    return any(key == n or key.startswith(n + ".") for n in names)
-
-
 class EmbeddingNet(nn.Module):
     def __init__(self, spec: dict, backbone: nn.Module | None = None):
         super().__init__()
         self.spec = copy.deepcopy(spec)
         self.input = InputAdapter(spec["mean"], spec["std"], spec["input_size"])
-        self.backbone = backbone if backbone is not None else create_backbone(spec, pretrained=False)
+        self.backbone = backbone if backbone is not None else timm_backbone(spec)
         self.pool_kind = spec["pool"]
         self.pool = GeM(float(spec["gem_p"])) if self.pool_kind == "gem" else None
         self.dropout = nn.Dropout(float(spec["dropout"]))
@@ -172,35 +134,6 @@ class EmbeddingNet(nn.Module):
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.forward(x).float(), dim=1)
-
-
-def create_backbone(spec: dict, pretrained: bool | str = False) -> nn.Module:
-    """timm backbone without classifier; `pretrained`: False, True (timm's hub) or a local file path."""
-    name = spec["backbone"] if pretrained is True else spec["architecture"]
-    kwargs = dict(spec["backbone_args"])
-    if spec["img_size"] is not None:
-        kwargs["img_size"] = tuple(spec["img_size"])
-    try:
-        model = timm.create_model(name, pretrained=pretrained is True, num_classes=0, **kwargs)
-    except RuntimeError as e:  # timm raises RuntimeError for an unknown model name
-        raise PipelineError(f"{e}", "model.backbone") from None
-    except (TypeError, AssertionError, ValueError) as e:  # a backbone_args or img_size the model rejects
-        raise PipelineError(f"timm cannot build {name!r} with {kwargs}: {e}", "model.backbone_args") from None
-    except OSError as e:  # hub unreachable: offline machines load a local file instead
-        raise PipelineError(f"cannot fetch {name!r} ({str(e).splitlines()[0][:200]}); offline, set "
-                            "model.backbone to its timm architecture and model.pretrained_path to a "
-                            "downloaded weights file", "model.pretrained") from None
-    if isinstance(pretrained, str):
-        state = read_weights(Path(pretrained), model)
-        check_shapes(state, model, spec["architecture"], pretrained)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing:
-            raise PipelineError(f"{len(missing)} of {spec['architecture']}'s tensors are not in the file "
-                                f"(first: {missing[0]}); is it that architecture's weights?", pretrained)
-        if unexpected:
-            log.warning("%s: %d tensor(s) not used by %s (first: %s)", pretrained, len(unexpected),
-                        spec["architecture"], unexpected[0])
-    return model
 
 
 def resolve_spec(model_cfg: dict) -> dict:
@@ -253,17 +186,12 @@ def _probe(backbone: nn.Module, spec: dict, cache_hw) -> tuple[str, int]:
 
 
 def build_model(cfg: dict, cache_hw=None) -> EmbeddingNet:
-    """A new network for training (or zero-shot embedding): pretrained weights from timm's hub
-    (`model.pretrained`) or a local file (`model.pretrained_path`) when asked for."""
+    """A new network for training (or zero-shot embedding), its backbone starting from the weights
+    `model.weights` names (models/weights: timm's hub, a local file, an installed package), or random."""
     m = cfg["model"]
     spec = resolve_spec(m)
-    if m["pretrained_path"]:
-        path = Path(m["pretrained_path"])
-        if not path.is_file():
-            raise PipelineError("local weights file not found", path)
-        backbone = create_backbone(spec, pretrained=str(path))
-    else:
-        backbone = create_backbone(spec, pretrained=bool(m["pretrained"]))
+    backbone = load_backbone(spec, m)
+    spec["weights"] = describe(m)  # for the record only: from_spec never reads it
     spec["pool"], spec["feature_dim"] = _probe(backbone, spec, cache_hw)
     return EmbeddingNet(spec, backbone)
 
