@@ -85,6 +85,9 @@ class NamedDescriptors:
         write_npz(path, names=np.asarray(list(names), dtype=str), offsets=offsets, descriptors=data, points=points)
 
 
+FRAMING = ("trim_padding", "keep_aspect")  # preprocess settings a query photo is decoded with
+
+
 @dataclass
 class Bundle:
     models: list[BundledModel]
@@ -96,6 +99,8 @@ class Bundle:
     photo_root: Path | None  # where the gallery photos' files are (a data set's train/), if known
     descriptors: dict[int, object] = field(default_factory=dict)  # local_keypoints -> descriptor source
     manifest: dict = field(default_factory=dict)
+    # How photos fill the cache frame (preprocess.trim_padding, keep_aspect): a query is framed alike.
+    framing: dict = field(default_factory=dict)
 
     @property
     def version(self) -> str:
@@ -157,7 +162,8 @@ class Bundle:
                     "data_fingerprint": fingerprint.hexdigest()[:16], "folds_file": str(folds_path)}
         return cls(bundled, policy, p_new, fallback_whales(folds), tuple(cache.images.shape[1:3]),
                    bool(facts.get("auto_crop", False)),
-                   Path(facts["data"]) / "train" if "data" in facts else None, descriptors, manifest)
+                   Path(facts["data"]) / "train" if "data" in facts else None, descriptors, manifest,
+                   framing={k: bool(facts.get(k, False)) for k in FRAMING})
 
     # --------------------------------------------------------------------------------------- on disk
 
@@ -195,6 +201,7 @@ class Bundle:
         manifest = {**self.manifest, "format": FORMAT, "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "models": entries, "policy": self.policy.to_dict(), "p_new": self.p_new.to_dict(),
                     "fallback": self.fallback, "image_size": list(self.image_size), "auto_crop": self.auto_crop,
+                    "framing": self.framing,
                     "photo_root": None if self.photo_root is None else str(self.photo_root),
                     "local_keypoints": sorted(self.descriptors)}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -237,7 +244,7 @@ class Bundle:
         return cls(models, NewWhalePolicy.from_dict(manifest["policy"]),
                    NewIndividualCalibration.from_dict(manifest["p_new"]), list(manifest["fallback"]),
                    tuple(manifest["image_size"]), bool(manifest["auto_crop"]), Path(root) if root else None,
-                   descriptors, manifest)
+                   descriptors, manifest, framing={k: bool(manifest.get("framing", {}).get(k, False)) for k in FRAMING})
 
 
 def gallery_table(bundle: Bundle) -> pd.DataFrame:

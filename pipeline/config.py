@@ -34,6 +34,12 @@ DEFAULTS: dict[str, Any] = {
         "boxes_model": None,
         # Crop the other photos to the subject found against the border colour (see data/crop.py).
         "auto_crop": False,
+        # Cut the flat margins that pad a photo (the competition's flukes sit on white bands above and
+        # below); photos with a box are cropped to the box instead (data/crop.py, padding_box).
+        "trim_padding": False,
+        # Scale each photo to fit image_size with its aspect kept (the rest filled with its mean colour)
+        # instead of stretching it to image_size.
+        "keep_aspect": False,
     },
     "boxes": {
         # The learned fluke detector (`whale boxes train`): a box regressor on a timm backbone.
@@ -158,6 +164,15 @@ DEFAULTS: dict[str, Any] = {
         "accumulate_steps": 1,
         # The backbone's learning rate is train.lr times this (the neck and pooling take train.lr).
         "backbone_lr_multiplier": 1.0,
+        # Before any step of the whole network: the embedding neck (and ArcFace's centres) trained for
+        # this many epochs on the frozen backbone's cached pooled features (training/head.py), at
+        # head_lr in batches of head_batch_size. 0: none. With train.epochs 0, the head alone is trained.
+        "head_epochs": 0,
+        "head_lr": 1e-3,
+        "head_batch_size": 256,
+        # Batch norm layers of the backbone keep their pretrained statistics (eval mode) while the
+        # network trains: small CPU batches give noisy statistics that erase what the weights knew.
+        "freeze_bn": False,
         # No weight decay on norms, biases, scalars and the backbone's own no_weight_decay() tables
         # (position embeddings, class token, relative position biases), as timm's optimizer factory.
         "no_decay": False,

@@ -130,3 +130,28 @@ def test_submission_uses_train_test_duplicates_only_when_asked(dup_data, tmp_pat
     out = answer_duplicates(ImageCache.open(work), ["t.jpg", "u.jpg"], labels)
     # t.jpg is c.jpg's duplicate (w_3): w_3 first, the rest shifted; u.jpg has no duplicate.
     assert out == [["w_3", "new_whale", "w_1", "w_2", "w_4"], labels[1]]
+
+
+def test_padding_box_cuts_flat_margins_and_keep_aspect_letterboxes(tmp_path):
+    """A fluke photo letterboxed on white (the competition's 200 x 200 files): the white bands are cut,
+    and keep_aspect fits what is left into the frame without stretching it."""
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.data.crop import padding_box
+    from pipeline.data.images import decode_photo
+
+    rng = np.random.default_rng(0)
+    photo = np.full((200, 200, 3), 255, dtype=np.uint8)
+    photo[60:140] = rng.integers(0, 120, size=(80, 200, 3))  # the subject: 200 x 80 px of texture
+    Image.fromarray(photo).save(tmp_path / "f.png")
+    assert padding_box(Image.fromarray(photo)) == (0, 60, 200, 140)
+    assert padding_box(Image.new("RGB", (50, 50), (255, 255, 255))) is None  # a flat photo stays whole
+    decoded = decode_photo(tmp_path / "f.png", (64, 128), trim_padding=True, keep_aspect=True)
+    assert decoded.box == (0.0, 60.0, 200.0, 140.0)
+    # 200 x 80 scaled into 128 x 64: 128 x 51, centred; the bands above and below are one flat colour.
+    image = decoded.image.astype(int)
+    assert (image[:6].std(axis=(0, 1)) < 1).all() and (image[-6:].std(axis=(0, 1)) < 1).all()
+    assert image[20:44].std() > 10
+    stretched = decode_photo(tmp_path / "f.png", (64, 128), trim_padding=True).image.astype(int)
+    assert stretched[:6].std() > 10  # stretched, the subject fills the frame

@@ -84,3 +84,27 @@ def auto_box(img: Image.Image) -> tuple[float, float, float, float] | None:
     if (x1 - x0) * (y1 - y0) > 0.9 * sw * sh:
         return None
     return x0 / scale, y0 / scale, x1 / scale, y1 / scale
+
+
+def padding_box(img: Image.Image, tolerance: float = 12.0, share: float = 0.98) -> tuple[int, int, int, int] | None:
+    """The photo without the flat margins that pad it (a competition photo letterboxed on white, a scan
+    on black): from each side, rows or columns whose pixels are within `tolerance` of that side's
+    corner colour for at least `share` of their length are cut. None when nothing is cut, or when
+    what would be left is under a tenth of either side (a flat photo is kept whole)."""
+    a = np.asarray(img.convert("RGB"), dtype=np.int16)
+    h, w = a.shape[:2]
+
+    def flat(lines: np.ndarray, colour: np.ndarray) -> np.ndarray:  # lines: n x length x 3
+        return (np.abs(lines - colour).max(axis=2) <= tolerance).mean(axis=1) >= share
+
+    def run(mask: np.ndarray) -> int:  # how many leading lines are flat
+        return int(np.argmin(mask)) if not mask.all() else len(mask)
+
+    top = run(flat(a, a[0, 0]))
+    bottom = run(flat(a[::-1], a[-1, -1]))
+    left = run(flat(a.transpose(1, 0, 2), a[0, 0]))
+    right = run(flat(a.transpose(1, 0, 2)[::-1], a[-1, -1]))
+    x0, y0, x1, y1 = left, top, w - right, h - bottom
+    if (x0, y0, x1, y1) == (0, 0, w, h) or x1 - x0 < max(2, w // 10) or y1 - y0 < max(2, h // 10):
+        return None
+    return x0, y0, x1, y1

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from pipeline.data.crop import auto_box
+from pipeline.data.crop import auto_box, padding_box
 from pipeline.data.phash import phash
 
 # A photo whose channels differ by less than this (on 0..255) everywhere is treated as grayscale.
@@ -36,9 +36,11 @@ class Decoded:
 
 
 def decode_photo(path: Path, size_hw: tuple[int, int], box=None, auto_crop: bool = False,
-                 box_predicted: bool = False) -> Decoded:
+                 box_predicted: bool = False, trim_padding: bool = False, keep_aspect: bool = False) -> Decoded:
     """`box_predicted`: the box came from the box model, not the user; when it is unusable for this
-    photo the photo falls back to the automatic crop, else stays whole, instead of failing."""
+    photo the photo falls back to the automatic crop, else stays whole, instead of failing.
+    `trim_padding`: a photo without a box loses the flat margins that pad it (data/crop.py).
+    `keep_aspect`: the photo is scaled to fit the cache frame and centred on its mean colour, not stretched."""
     try:
         with Image.open(path) as img:
             width, height = img.size
@@ -71,10 +73,29 @@ def decode_photo(path: Path, size_hw: tuple[int, int], box=None, auto_crop: bool
         found = auto_box(img)
         if found is not None:
             used = (found[0] / sx, found[1] / sy, found[2] / sx, found[3] / sy)
+    if used is None and trim_padding:
+        found = padding_box(img)
+        if found is not None:
+            used = (found[0] / sx, found[1] / sy, found[2] / sx, found[3] / sy)
     if used is not None:
         img = img.crop((round(used[0] * sx), round(used[1] * sy), round(used[2] * sx), round(used[3] * sy)))
-    resized = np.asarray(img.resize((size_hw[1], size_hw[0]), Image.BILINEAR), dtype=np.uint8)
+    resized = fit_frame(img, size_hw) if keep_aspect else np.asarray(img.resize((size_hw[1], size_hw[0]),
+                                                                                  Image.BILINEAR), dtype=np.uint8)
     return Decoded(resized, width, height, is_grayscale(resized), digest, used, fell_back)
+
+
+def fit_frame(img: Image.Image, size_hw: tuple[int, int]) -> np.ndarray:
+    """The photo scaled to fit inside the frame with its aspect kept, centred, the rest of the frame
+    filled with the photo's mean colour (a neutral fill: no edge for a network to read as a feature)."""
+    h, w = size_hw
+    scale = min(w / img.size[0], h / img.size[1])
+    new_w, new_h = max(1, min(w, round(img.size[0] * scale))), max(1, min(h, round(img.size[1] * scale)))
+    scaled = np.asarray(img.resize((new_w, new_h), Image.BILINEAR), dtype=np.uint8)
+    frame = np.empty((h, w, 3), dtype=np.uint8)
+    frame[:] = scaled.reshape(-1, 3).mean(0).round().astype(np.uint8)
+    top, left = (h - new_h) // 2, (w - new_w) // 2
+    frame[top:top + new_h, left:left + new_w] = scaled
+    return frame
 
 
 def usable_box(box, width: int, height: int) -> tuple[float, float, float, float] | None:
@@ -88,9 +109,10 @@ def usable_box(box, width: int, height: int) -> tuple[float, float, float, float
     return x0, y0, x1, y1
 
 
-def load_rgb(path: Path, size_hw: tuple[int, int], auto_crop: bool = False) -> tuple[np.ndarray, int, int, bool]:
+def load_rgb(path: Path, size_hw: tuple[int, int], auto_crop: bool = False, trim_padding: bool = False,
+             keep_aspect: bool = False) -> tuple[np.ndarray, int, int, bool]:
     """(H x W x 3 uint8 resized photo, original width, original height, is_grayscale)."""
-    d = decode_photo(path, size_hw, auto_crop=auto_crop)
+    d = decode_photo(path, size_hw, auto_crop=auto_crop, trim_padding=trim_padding, keep_aspect=keep_aspect)
     return d.image, d.width, d.height, d.gray
 
 

@@ -43,3 +43,20 @@ def embed_rows(model, images: np.ndarray, rows: np.ndarray, batch_size: int, fli
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(out)
+
+
+@torch.no_grad()
+def embed_pooled(model, pooled: np.ndarray, rows: np.ndarray, flip_tta: bool, batch_size: int = 4096) -> np.ndarray:
+    """embed_rows for a network whose backbone did not train, from its shared pooled features
+    (models/pooled_cache.py: [0] as cached, [1] mirrored): the same vectors without the backbone."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(rows), batch_size):
+        part = np.asarray(rows[start:start + batch_size])
+        e = F.normalize(model.from_pooled(torch.from_numpy(np.asarray(pooled[0, part])).to(device)).float(), dim=1)
+        if flip_tta:
+            e_flip = F.normalize(model.from_pooled(torch.from_numpy(np.asarray(pooled[1, part])).to(device)).float(), dim=1)
+            e = torch.cat([e, e_flip], dim=1) / np.sqrt(2.0)
+        out.append(e.cpu().numpy().astype(np.float32))
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)

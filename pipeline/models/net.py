@@ -126,7 +126,10 @@ class EmbeddingNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw embedding (the losses normalise where they need to)."""
-        pooled = self.pooled(x)
+        return self.from_pooled(self.pooled(x))
+
+    def from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The raw embedding of pooled features (what embed applies to features shared by folds)."""
         if self.centre is not None:
             pooled = pooled - self.centre
         return self.bn(self.neck(self.dropout(pooled)))

@@ -82,7 +82,7 @@ class Identifier:
         self.bundle, self.device = bundle, pick_device()
         self.models = [m.name for m in bundle.models]
         self.weights = [m.weight for m in bundle.models]
-        self.image_size, self.auto_crop = bundle.image_size, bundle.auto_crop
+        self.image_size, self.auto_crop, self.framing = bundle.image_size, bundle.auto_crop, dict(bundle.framing)
         self.policy, self.fallback, self.p_new = bundle.policy, bundle.fallback, bundle.p_new
         self.photo_root = bundle.photo_root
         self.fold_models: dict[str, list[_FoldModel]] = {}
@@ -120,7 +120,7 @@ class Identifier:
         from pipeline.data.images import UnreadableImage, load_rgb
 
         try:
-            return load_rgb(Path(path), self.image_size, auto_crop=self.auto_crop)[0]
+            return load_rgb(Path(path), self.image_size, auto_crop=self.auto_crop, **self.framing)[0]
         except UnreadableImage as e:
             raise PipelineError(str(e), path) from None
         except FileNotFoundError:

@@ -15,8 +15,9 @@ from pipeline.data.cache import ImageCache, cache_dir
 from pipeline.io.stamp import Stamp, fingerprint
 from pipeline.errors import PipelineError
 from pipeline.io.atomic import write_csv, write_npy
-from pipeline.models.net import model_from_checkpoint
-from pipeline.models.embedding import embed_rows
+from pipeline.models.net import EmbeddingNet, model_from_checkpoint
+from pipeline.models.embedding import embed_pooled, embed_rows
+from pipeline.models.pooled_cache import pooled_features
 from pipeline.io.paths import embedding_dir, folds_with, model_dir
 from pipeline.stages.common import add_common, add_folds, parse_folds, stage_config
 from pipeline.training.checkpoint import load_checkpoint
@@ -70,12 +71,19 @@ def run(args: argparse.Namespace) -> None:
             continue
         model = model_from_checkpoint(state).to(device)
         e, t = cfg["embed"], cfg["train"]
+        # A backbone that never trained (zero-shot, or a head on frozen features) is the same in every
+        # fold: its pooled features are computed once for all of them.
+        pooled = pooled_features(model, cache, int(e["batch_size"]), device) \
+            if int(state.get("steps", 1)) == 0 and isinstance(model, EmbeddingNet) else None
         index = []
         for split in (C.TRAIN, C.TEST):
             part = cache.split(split)
-            vectors = embed_rows(model, cache.images, part[C.ROW].to_numpy(), int(e["batch_size"]),
-                                 bool(e["flip_tta"]), device, desc=f"embed fold {fold} {split}",
-                                 amp=bool(t["amp"]), amp_dtype=str(t["amp_dtype"]))
+            if pooled is not None:
+                vectors = embed_pooled(model, pooled, part[C.ROW].to_numpy(), bool(e["flip_tta"]))
+            else:
+                vectors = embed_rows(model, cache.images, part[C.ROW].to_numpy(), int(e["batch_size"]),
+                                     bool(e["flip_tta"]), device, desc=f"embed fold {fold} {split}",
+                                     amp=bool(t["amp"]), amp_dtype=str(t["amp_dtype"]))
             write_npy(out / f"{split}.npy", vectors)
             index.append(pd.DataFrame({C.IMAGE: part[C.IMAGE], C.SPLIT: split, C.ROW: np.arange(len(part))}))
         write_csv(out / "index.csv", pd.concat(index, ignore_index=True))

@@ -35,10 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common(parser)
 
 
+def framing_facts(pre: dict) -> list:
+    """The framing settings in the cache's fingerprint; left out while off, so that caches made
+    before they existed stay up to date."""
+    return [{k: True} for k in ("trim_padding", "keep_aspect") if pre[k]]
+
+
 def _decode(job):
-    index, path, size, box, auto_crop, box_predicted = job
+    index, path, size, box, auto_crop, box_predicted, trim_padding, keep_aspect = job
     try:
-        return index, decode_photo(Path(path), size, box, auto_crop, box_predicted), None
+        return index, decode_photo(Path(path), size, box, auto_crop, box_predicted, trim_padding, keep_aspect), None
     except UnreadableImage as e:
         return index, None, e
 
@@ -76,7 +82,7 @@ def run(args: argparse.Namespace) -> dict:
     stamp = Stamp(args.work, "preprocess",
                   fingerprint([layout.root / "train.csv", layout.root / "sample_submission.csv", *photos,
                                *box_inputs],
-                              [pre["image_size"], pre["auto_crop"], dup]), outputs)
+                              [pre["image_size"], pre["auto_crop"], dup, *framing_facts(pre)]), outputs)
     if stamp.up_to_date(args.force):
         return {}
 
@@ -111,7 +117,8 @@ def run(args: argparse.Namespace) -> dict:
     hashes = np.zeros((n, 8), dtype=np.uint8)
     crops = [""] * n
     fell_back: list[str] = []
-    jobs = [(i, str(p), size, boxes.get(p.name), bool(pre["auto_crop"]), p.name in predicted_names)
+    jobs = [(i, str(p), size, boxes.get(p.name), bool(pre["auto_crop"]), p.name in predicted_names,
+             bool(pre["trim_padding"]), bool(pre["keep_aspect"]))
             for i, p in enumerate(photos)]
     workers = max(1, int(pre["workers"]))
     with atomic_path(out / "images.npy") as tmp:
@@ -154,6 +161,7 @@ def run(args: argparse.Namespace) -> dict:
         "new_whale_train": int((layout.train[C.ID] == C.NEW_WHALE).sum()),
         "grayscale_share": float(gray.mean()),
         "auto_crop": bool(pre["auto_crop"]),
+        "trim_padding": bool(pre["trim_padding"]), "keep_aspect": bool(pre["keep_aspect"]),
         "cropped_by_box": int(sum(p.name in boxes for p in photos)) - len(fell_back),
         "cropped_automatically": int(sum(bool(c) for c in crops)) - int(sum(p.name in boxes for p in photos))
                                  + len(fell_back),

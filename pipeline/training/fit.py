@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from pipeline.models.net import model_from_checkpoint, set_grad_checkpointing
 from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.training.device import amp_dtype, precision_name
 from pipeline.training.divide import Recluster
+from pipeline.training.head import fit_head, frozen_features
 from pipeline.training.distributed import cleanup, device_for, prepare_model, setup
 from pipeline.training.hooks import Checkpoint, EpochLog, Progress, Snapshots, StepDelay, TimeBudget
 from pipeline.training.loop import Trainer
@@ -109,7 +111,8 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
     if state is not None:
         check_resumable(state["config"], cfg, last_path)
     cache_hw = tuple(cache.images.shape[1:3])
-    if int(cfg["train"]["epochs"]) == 0:
+    head_epochs = int(cfg["train"]["head_epochs"])
+    if int(cfg["train"]["epochs"]) == 0 and head_epochs == 0:
         model = build_model(cfg, cache_hw)
         if model.centre is not None:
             set_centre(model, cache.images, cache.rows(photos[C.IMAGE]), int(cfg["embed"]["batch_size"]), device)
@@ -121,6 +124,16 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
     model = prepare_model(model, dist).to(device)
     loss = build_loss(cfg, num_classes, model.embedding_dim, class_counts).to(device)
     t = cfg["train"]
+    budget = t["time_budget_min"]
+    head = {}
+    if head_epochs and state is None:  # a resumed run's checkpoint already holds the trained head
+        started = time.monotonic()
+        features = frozen_features(model.to(device), cache, rows, flipped, int(cfg["embed"]["batch_size"]),
+                                   device)
+        head = fit_head(model, loss, features, labels, cfg, seed)
+        head["head_total_seconds"] = round(time.monotonic() - started, 1)
+        if budget is not None:  # the features' and the head's minutes come out of the budget
+            budget = max(0.0, float(budget) - head["head_total_seconds"] / 60)
     optimizer = build_optimizer(model, loss, cfg)
     precision = amp_dtype(device, bool(t["amp"]), str(t["amp_dtype"]))
     transform = train_transform(cfg["augment"])
@@ -133,7 +146,6 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
     loader = DataLoader(dataset, batch_sampler=sampler,
                         num_workers=int(t["workers"]), pin_memory=device.type == "cuda",
                         persistent_workers=int(t["workers"]) > 0)
-    budget = t["time_budget_min"]
     delay = [StepDelay(float(os.environ["WHALE_STEP_DELAY"]))] if os.environ.get("WHALE_STEP_DELAY") else []
     cycles = int(t["snapshots"])
     if cycles < 1:
@@ -156,7 +168,7 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
     final = {"model": model.state_dict(), "network": model.spec, "config": cfg, "whales": whales,
              "fold": -1 if fold is None else fold,
              "epochs": trainer.epoch, "steps": trainer.step, "elapsed": trainer.elapsed(),
-             "history": trainer.history, "snapshots": trainer.snapshots,
+             "history": trainer.history, "snapshots": trainer.snapshots, "head": head,
              # How it ran (make gpu-check asserts CUDA and mixed precision from these).
              "device": str(device), "precision": precision_name(precision), "processes": dist.world,
              "skipped_steps": trainer.skipped_steps}
@@ -166,7 +178,7 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
     return {"fold": fold, "epochs": trainer.epoch, "steps": trainer.step, "seconds": round(trainer.elapsed(), 1),
             "final_loss": trainer.history[-1]["loss"] if trainer.history else None, "whales": len(whales),
             "photos": len(rows), "device": str(device), "processes": dist.world,
-            "precision": precision_name(precision), "skipped_steps": trainer.skipped_steps}
+            "precision": precision_name(precision), "skipped_steps": trainer.skipped_steps, **head}
 
 
 @torch.no_grad()

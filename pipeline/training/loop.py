@@ -68,6 +68,15 @@ class ModelWithLoss(nn.Module):
         return self.loss(embeddings, labels)
 
 
+def keep_batch_norm_statistics(model: nn.Module) -> None:
+    """train.freeze_bn: the backbone's batch norm layers in eval mode (their pretrained running
+    statistics, not the batch's); their affine weights still learn. The neck's norm trains as usual."""
+    backbone = getattr(getattr(model, "module", model), "backbone", None)
+    for module in (backbone.modules() if backbone is not None else ()):
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 class Trainer:
     """The loop. Under DDP every decision that shapes a step (the learning rate, the time budget's stop,
     divide and conquer's switch to fine-tuning, snapshots) reads `progress()`, which uses rank 0's
@@ -104,6 +113,7 @@ class Trainer:
         # The warm-up belongs to the first cycle and takes at most half of it.
         self.warmup = min(0.5 / self.cycles, warmup_epochs / max(1, self.epochs))
         self.time_budget_s = time_budget_s
+        self.freeze_bn = bool(config["train"].get("freeze_bn", False))
         self.base_lrs = [g["lr"] for g in optimizer.param_groups]
         self.epoch = 0  # epochs finished
         self.step = 0
@@ -152,6 +162,8 @@ class Trainer:
                 hook.before_epoch(self)
             self.model.train()
             self.loss.train()
+            if self.freeze_bn:
+                keep_batch_norm_statistics(self.model)
             total, count, taken = 0.0, 0, 0
             for images, labels, groups in self.loader:
                 self._set_lr()

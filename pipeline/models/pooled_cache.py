@@ -1,0 +1,60 @@
+"""The pooled features of a frozen backbone for every cached photo and its mirror image, computed once
+and kept beside the image cache: every fold of a recipe whose backbone does not train (a head on frozen
+features, zero-shot) reads the same features, in training (training/head.py) and in embed, instead of
+running the backbone again per fold.
+
+    <WORK>/cache/pooled/<key>.npy    2 x N x D float32: [0] the photos as cached, [1] mirrored
+
+The key is a digest of everything that decides the features: the backbone's and the pooling's
+tensors, the input size and normalisation, and the image cache file (its size and time).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import numpy as np
+import torch
+
+from pipeline.io.atomic import write_npy
+from pipeline.progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+def backbone_key(model, images_file) -> str:
+    digest = hashlib.blake2b(digest_size=12)
+    for name, tensor in sorted(model.state_dict().items()):
+        if name.startswith(("backbone.", "pool.")):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    spec = model.spec
+    digest.update(repr((spec["input_size"], spec["mean"], spec["std"], spec["pool"])).encode())
+    stat = images_file.stat()
+    digest.update(f"{stat.st_size}-{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def pooled_features(model, cache, batch_size: int, device) -> np.ndarray:
+    """2 x N x D pooled features of every cache row (as cached, mirrored), from disk when already there."""
+    from pipeline.models.embedding import photo_batches
+
+    images_file = cache.folder / "images.npy"
+    path = cache.folder / "pooled" / f"{backbone_key(model, images_file)}.npy"
+    if path.is_file():
+        return np.load(path, mmap_mode="r")
+    model.to(device).eval()
+    rows = np.arange(len(cache.images))
+    plain, mirrored = [], []
+    bar = Progress(len(rows), "frozen features", unit="photo", leave=False)
+    for batch in photo_batches(cache.images, rows, batch_size, device):
+        plain.append(model.pooled(batch).float().cpu().numpy())
+        mirrored.append(model.pooled(torch.flip(batch, dims=[3])).float().cpu().numpy())
+        bar.update(len(batch))
+    bar.close()
+    features = np.stack([np.concatenate(plain), np.concatenate(mirrored)]).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_npy(path, features)
+    log.info("pooled features of %d photos (and mirrors) kept in %s", len(rows), path)
+    return features
