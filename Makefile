@@ -33,7 +33,7 @@ DEMO_DATA := $(DEMO_WORK)/data
 DEMO_ARGS := DATA=$(DEMO_DATA) WORK=$(DEMO_WORK) MODEL=demo_triplet PIPELINE=configs/demo.yaml \
              FOLDS_FILE=folds/demo.csv SUBMISSION=submissions/demo.csv
 
-.PHONY: install demo test test-slow gpu-check bench bench-losses bench-retrieval bench-ensemble bench-boxes bench-catalogue bench-local boxes synth bundle catalogue-init catalogue-queue catalogue-evaluate preprocess folds train embed knn single train-all \
+.PHONY: install demo test test-slow gpu-check bench bench-losses bench-retrieval bench-ensemble bench-boxes bench-catalogue bench-local bench-humpback boxes synth bundle catalogue-init catalogue-queue catalogue-evaluate preprocess folds train embed knn single train-all \
         ensemble submit cv all clean report identify serve
 
 install: $(INSTALLED)
@@ -84,6 +84,13 @@ bench-retrieval: install
 # per fold (5 folds, nyala and lion), and the default model against the pytorch-metric-learning peer.
 bench-ensemble: install
 	$(PYTHON) -m benchmarks.ensemble --budget $(or $(BUDGET),1)
+
+# Real humpback flukes: the default recipe at BUDGET minutes per fold (5 folds), the zero-shot start, the
+# pytorch-metric-learning recipe from the same ImageNet weights and wildlife-tools' SIFT matcher, one run.
+# QUICK=1: humpback_small (minutes); else humpback (hours on 2 cores).
+QUICK ?=
+bench-humpback: install
+	$(PYTHON) -m benchmarks.humpback --budget $(or $(BUDGET),5) $(if $(QUICK),--quick)
 
 # The learned fluke detector on the synthetic set (true boxes known): IoU against the border-colour crop.
 bench-boxes: install

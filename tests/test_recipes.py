@@ -39,7 +39,7 @@ def test_recipe_trains_a_few_steps(recipe, prepared, tmp_path):
     text = (REPO / "configs" / "models" / f"{recipe}.yaml").read_text()
     assert text.startswith("# ") and len(text.split("\n", 1)[0]) > 30, "a recipe opens with when to use it"
     cfg = load_stage_config(REPO / "configs", recipe,
-                            ["model.backbone=test_resnet", "model.pretrained=false", "train.workers=0",
+                            ["model.backbone=test_resnet", "model.pretrained=false", "model.weights=null", "train.workers=0",
                              "preprocess.image_size=[32,64]", "train.epochs=1",
                              "folds.n_folds=3"])
     names = [t["name"] for t in cfg["loss"]["terms"]] if cfg["loss"]["name"] == "sum" else [cfg["loss"]["name"]]
