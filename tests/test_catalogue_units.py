@@ -68,3 +68,48 @@ def test_a_newer_catalogue_is_refused(tmp_path):
     con.close()
     with pytest.raises(PipelineError, match="catalogue.db: .*newer than this program"):
         Store.open(tmp_path / "cat")
+
+
+def test_what_the_camera_wrote_is_read_from_the_header(tmp_path):
+    from datetime import datetime
+
+    from pipeline.catalogue import exif
+    from tests.conftest import exif_photo
+
+    photo = exif_photo(tmp_path / "a.jpg", "2024:06:01 10:32:05", (64.10, -21.95), serial="0123", size=(400, 300))
+    meta = exif.read(photo)
+    assert meta.taken == datetime(2024, 6, 1, 10, 32, 5) and meta.date == "2024-06-01T10:32:05"
+    assert meta.location == "64.100000,-21.950000" and meta.camera == "Canon EOS 7D #0123"
+    cut = tmp_path / "cut.jpg"  # a photo cut short by a full card: its header, and so its date, survive
+    cut.write_bytes(photo.read_bytes()[:photo.stat().st_size // 2])
+    assert exif.read(cut).date == "2024-06-01T10:32:05"
+    bare = exif.read(exif_photo(tmp_path / "b.jpg", "0000:00:00 00:00:00", (0.0, 0.0), make=None, model=None,
+                                serial=None))
+    assert (bare.taken, bare.location, bare.camera) == (None, None, None)  # an unset clock, no fix, no camera
+    (tmp_path / "notes.txt").write_text("not a photo")
+    assert exif.read(tmp_path / "notes.txt") == exif.CameraMetadata()
+
+
+def test_a_survey_folder_is_walked_and_what_is_not_a_photo_is_named(tmp_path):
+    from pipeline.catalogue.intake import gather
+    from tests.conftest import exif_photo
+
+    card = tmp_path / "card1"
+    exif_photo(card / "DCIM" / "IMG_0002.JPG")
+    exif_photo(card / "DCIM" / "IMG_0001.JPG", seed=1)
+    for name in ("IMG_0001.CR2", "IMG_0003.CR2", "IMG_0001.xmp", ".DS_Store", "Thumbs.db", "._IMG_0001.JPG",
+                 "readme.txt"):
+        (card / "DCIM" / name).write_bytes(b"x")
+    (card / ".Trashes").mkdir()
+    (card / ".Trashes" / "IMG_9.JPG").write_bytes(b"x")
+    single = exif_photo(tmp_path / "loose.png", seed=2)
+    photos, passed = gather([card, single, single, tmp_path / "missing.jpg"])
+    assert [p.name for p in photos] == ["IMG_0001.JPG", "IMG_0002.JPG", "loose.png"]
+    reasons = {p.path.name: (p.reason, p.refused) for p in passed}
+    assert reasons["IMG_0001.CR2"] == ("RAW file; the photo beside it, IMG_0001.JPG, is tried", False)
+    assert reasons["IMG_0003.CR2"][0].startswith("RAW file: not a photo type")
+    assert reasons["IMG_0001.xmp"][0] == "sidecar file (.xmp)"
+    assert reasons[".DS_Store"][0] == reasons["Thumbs.db"][0] == reasons["._IMG_0001.JPG"][0] == "system file"
+    assert "is not a photo type" in reasons["readme.txt"][0]
+    assert reasons[".Trashes"] == ("hidden or system folder", False)
+    assert reasons["missing.jpg"] == ("file not found", True)
