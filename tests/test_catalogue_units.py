@@ -113,3 +113,41 @@ def test_a_survey_folder_is_walked_and_what_is_not_a_photo_is_named(tmp_path):
     assert "is not a photo type" in reasons["readme.txt"][0]
     assert reasons[".Trashes"] == ("hidden or system folder", False)
     assert reasons["missing.jpg"] == ("file not found", True)
+
+
+def test_encounters_are_planned_by_camera_and_time_gap():
+    from datetime import datetime, timedelta
+
+    from pipeline.catalogue.encounters import Sighted, plan
+
+    def at(minute):
+        return datetime(2024, 6, 1, 10, 0) + timedelta(minutes=minute)
+
+    photos = [Sighted("cam A", at(0), None), Sighted("cam A", at(12), None), Sighted("cam A", at(5), None),
+              Sighted("cam A", at(40), None), Sighted("cam B", at(1), None), Sighted("cam A", at(2), "E17"),
+              Sighted(None, at(3), None), Sighted("cam A", None, None)]
+    stored = []
+    planned = plan(photos, 10, lambda camera, start, end: stored.append((camera, start, end)) or
+                   ("E-old" if camera == "cam A" and start <= at(35) <= end else None))
+    names = [p[0] for p in planned]
+    assert names[0] == names[1] == names[2] == "E20240601-100000-" + names[0][-4:]  # 0, 5, 12: each within 10
+    assert names[3] == "E-old"  # within the gap of a stored photo of that camera (at 35)
+    assert names[4] not in (None, names[0]) and names[5] == "E17" and names[6] is None and names[7] is None
+    assert [p[1] for p in planned] == [True] * 5 + [False] * 3
+    assert ("cam A", at(30), at(50)) in stored  # the run at 40 looked 10 minutes either side
+
+
+def test_an_encounter_ranks_each_candidate_by_its_best_photo():
+    from pipeline.catalogue.encounters import combine
+
+    a = {"hash": "a", "p_new": 0.4, "suggested": "w_1", "threshold": 0.5,
+         "candidates": [{"id": "w_1", "score": 0.6, "photos": ["g1"]}, {"id": "w_2", "score": 0.5, "photos": ["g2"]}]}
+    b = {"hash": "b", "p_new": 0.2, "suggested": "w_2", "threshold": 0.5,
+         "candidates": [{"id": "w_2", "score": 0.9, "photos": ["g3"]}, {"id": "w_3", "score": 0.3, "photos": ["g4"]}]}
+    ranked = combine([a, b])
+    assert [(c["id"], c["score"], c["query"], c["photos"]) for c in ranked["candidates"]] == [
+        ("w_2", 0.9, "b", ["g3"]), ("w_1", 0.6, "a", ["g1"]), ("w_3", 0.3, "b", ["g4"])]
+    assert ranked["p_new"] == 0.2 and ranked["suggested"] == "w_2"
+    low = combine([{**a, "threshold": 0.95}, {**b, "threshold": 0.95}])
+    assert low["suggested"] == "new"  # the best score over the encounter is under the threshold
+

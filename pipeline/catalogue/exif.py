@@ -93,3 +93,18 @@ def _camera(make, model, serial) -> str | None:
 def camera_tag(camera: str) -> str:
     """A short stable tag of a camera for encounter ids (4 hex digits of its name's hash)."""
     return hashlib.sha1(camera.encode()).hexdigest()[:4]
+
+
+def fill(date: str | None, location: str | None, meta: CameraMetadata) -> tuple[str | None, str | None, dict]:
+    """(date, location, origin): the values given win; the camera's fill those not given. `origin` keeps
+    what the camera wrote (camera_date, camera_location) and which stored value is the camera's."""
+    origin: dict = {}
+    if meta.date:
+        origin["camera_date"] = meta.date
+    if meta.location:
+        origin["camera_location"] = meta.location
+    if not date and meta.date:
+        date, origin["date"] = meta.date, "camera"
+    if not location and meta.location:
+        location, origin["location"] = meta.location, "camera"
+    return date, location, origin

@@ -29,6 +29,11 @@ class PassedOver:
     path: Path
     reason: str
     refused: bool = False  # refused (the exit status says so) rather than skipped
+    row: int | None = None  # the spreadsheet's row, when `path` is a spreadsheet
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}, row {self.row}" if self.row is not None else str(self.path)
 
 
 def skip_reason(path: Path) -> str | None:
@@ -50,7 +55,7 @@ def _photos_by_stem(folder: Path) -> dict[str, str]:
     return {p.stem: p.name for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
 
 
-def _hidden_folder(path: Path) -> bool:
+def hidden_folder(path: Path) -> bool:
     return path.name.startswith(".") or path.name.lower() in SYSTEM_FOLDERS
 
 
@@ -75,7 +80,7 @@ def gather(paths) -> tuple[list[Path], list[PassedOver]]:
     def visit_folder(folder: Path) -> None:
         for child in sorted(folder.iterdir(), key=lambda p: p.name):
             if child.is_dir():
-                if _hidden_folder(child):
+                if hidden_folder(child):
                     passed.append(PassedOver(child, "hidden or system folder"))
                 else:
                     visit_folder(child)
