@@ -321,3 +321,29 @@ def test_kill_9_during_an_import_leaves_an_empty_consistent_catalogue(trained_ti
     assert done.returncode == 2 and "refused" in done.stdout  # the import runs again; the same two refusals
     assert Store.open(folder).db.execute("SELECT COUNT(*) FROM photos").fetchone()[0] > 0
 
+
+def test_evaluate_reports_photo_level_against_encounter_level_ranking(catalogue, capsys):
+    """The imported photos of each individual, two by two, become encounters: evaluate replays each pair
+    together and reports both rankings over the same replay."""
+    with db(catalogue) as con:
+        rows = con.execute("SELECT hash, individual_id FROM photos WHERE status = 'confirmed' ORDER BY arrival")
+        by_whale = {}
+        for digest, whale in rows:
+            by_whale.setdefault(whale, []).append(digest)
+        pairs = [photos[k:k + 2] for photos in by_whale.values() for k in range(0, len(photos) - 1, 2)]
+        con.executemany("UPDATE photos SET encounter = ? WHERE hash = ?",
+                        [(f"E{n}", h) for n, pair in enumerate(pairs) for h in pair])
+        con.commit()
+    code, out, err = run(capsys, "catalogue", "evaluate", "--catalogue", catalogue, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    encounters = report["encounter_level"]
+    # Every pair is an encounter query but the one replayed first, if a pair comes first (nothing to search yet).
+    assert len(pairs) - 1 <= encounters["of_several_photos"] <= len(pairs) and len(pairs) > 3
+    assert encounters["of_several_individuals"] == 0
+    assert encounters["queries"] < report["queries"]  # a pair is one encounter query, two photo queries
+    for level in (report, encounters):
+        assert 0 <= level["rank1"] <= level["rank5"] <= level["rank10"] <= 1
+    assert encounters["rank5"] > 0.3
+    code, out, err = run(capsys, "catalogue", "evaluate", "--catalogue", catalogue)
+    assert "photo-level      rank-1" in out and "encounter-level  rank-1" in out, out

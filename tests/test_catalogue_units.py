@@ -151,3 +151,18 @@ def test_an_encounter_ranks_each_candidate_by_its_best_photo():
     low = combine([{**a, "threshold": 0.95}, {**b, "threshold": 0.95}])
     assert low["suggested"] == "new"  # the best score over the encounter is under the threshold
 
+
+def test_encounter_level_ranking_takes_each_candidates_best_score():
+    import pandas as pd
+
+    from pipeline.catalogue.evaluate import best_over_photos, encounters_together, rank_of
+
+    one = pd.DataFrame({"Image": "p1", "Id": ["w_9", "w_8", "w_1"], "score": [0.9, 0.8, 0.7]})
+    two = pd.DataFrame({"Image": "p2", "Id": ["w_1", "w_9"], "score": [0.95, 0.1]})
+    together = best_over_photos([one, two], "E1")
+    assert list(together["Id"]) == ["w_1", "w_9", "w_8"] and list(together["Image"]) == ["E1"] * 3
+    assert (rank_of(one, "w_1"), rank_of(two, "w_1"), rank_of(together, "w_1")) == (3, 1, 1)
+    assert rank_of(together, "w_7") is None
+    photos = pd.DataFrame({"hash": list("abcde"), "encounter": ["E1", None, "E2", "E1", ""]})
+    replay = encounters_together(photos)
+    assert list(replay["hash"]) == ["a", "d", "b", "c", "e"] and list(replay["unit"]) == ["E1", "E1", "b", "E2", "e"]
