@@ -347,3 +347,50 @@ def test_evaluate_reports_photo_level_against_encounter_level_ranking(catalogue,
     assert encounters["rank5"] > 0.3
     code, out, err = run(capsys, "catalogue", "evaluate", "--catalogue", catalogue)
     assert "photo-level      rank-1" in out and "encounter-level  rank-1" in out, out
+
+
+def test_init_from_a_kaggle_layout_keeps_train_csvs_other_columns(trained_tiny, tmp_path, capsys):
+    """The work folder's own Kaggle layout with date, place and a remark added to train.csv: the vectors
+    still come from the work folder, and the columns are kept per photo."""
+    import shutil
+
+    from pipeline.catalogue.store import Store
+
+    data, work = trained_tiny
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    train = pd.read_csv(copy / "train.csv")
+    train.insert(1, "Date", "2019-07-01")
+    train["Place"] = "Hervey Bay"
+    train["Remark"] = ["scarred" if k == 0 else "" for k in range(len(train))]
+    train.to_csv(copy / "train.csv", index=False)
+    code, out, err = run(capsys, "catalogue", "init", "--catalogue", tmp_path / "cat", "--from", copy, "--work", work)
+    assert code == 0, err
+    store = Store.open(tmp_path / "cat")
+    first = dict(store.db.execute("SELECT * FROM photos WHERE original_name = ?", (train[C.IMAGE].iloc[0],)).fetchone())
+    assert (first["date"], first["location"], json.loads(first["notes"])) == ("2019-07-01", "Hervey Bay",
+                                                                              {"Remark": "scarred"})
+    assert store.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0] == train[C.IMAGE].nunique()
+
+
+def test_kill_9_during_an_encounter_decision_changes_none_of_its_photos(catalogue, trained_tiny, tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    sighting = [exif_photo(tmp_path / f"IMG_{k}.JPG", f"2024:06:01 10:0{k}:00", seed=k) for k in range(3)]
+    assert run(capsys, "catalogue", "add", "--catalogue", catalogue, *sighting)[0] == 0
+    with db(catalogue) as con:
+        encounter = con.execute("SELECT encounter FROM photos WHERE source = 'add'").fetchone()[0]
+    env = {**os.environ, "WHALE_CATALOGUE_CRASH_AT": "decision_half_written", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "pipeline", "catalogue", "decide", "--catalogue", str(catalogue),
+                           "--encounter", encounter, "--new", "--reviewer", "ann"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == -9, done.stderr[-2000:]
+    with db(catalogue) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert [r[0] for r in con.execute("SELECT status FROM photos WHERE encounter = ?", (encounter,))] == \
+               ["pending"] * 3
+        assert not con.execute("SELECT 1 FROM decisions WHERE kind = 'new'").fetchone()

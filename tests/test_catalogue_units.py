@@ -166,3 +166,21 @@ def test_encounter_level_ranking_takes_each_candidates_best_score():
     photos = pd.DataFrame({"hash": list("abcde"), "encounter": ["E1", None, "E2", "E1", ""]})
     replay = encounters_together(photos)
     assert list(replay["hash"]) == ["a", "d", "b", "c", "e"] and list(replay["unit"]) == ["E1", "E1", "b", "E2", "e"]
+
+
+def test_the_real_humpback_layout_reads_as_a_catalogue_source():
+    """../shared/data/humpback_small (skipped when absent): every train.csv row a photo, new_whale
+    photos without an id, nothing passed over."""
+    from tests.conftest import SHARED_DATA
+
+    root = SHARED_DATA / "humpback_small"
+    if not (root / "train.csv").is_file():
+        pytest.skip(f"{root} not present")
+    import pandas as pd
+
+    from pipeline.catalogue.sources import read_source
+
+    source = read_source(root)
+    train = pd.read_csv(root / "train.csv")
+    assert source.kind == "kaggle" and not source.passed and len(source.records) == len(train)
+    assert sum(r.individual is None for r in source.records) == int((train["Id"] == "new_whale").sum())
