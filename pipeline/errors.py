@@ -13,5 +13,6 @@ class PipelineError(Exception):
                 where += f", row {row}"
             where += ": "
         super().__init__(where + message)
+        self.message = message  # without the file and row, for a list that names them itself
         self.path = path
         self.row = row

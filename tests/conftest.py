@@ -151,3 +151,33 @@ def headless_chromium(window: str = "1100,700"):
                  f"--window-size={window}"):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+def exif_photo(path, taken=None, gps=None, make="Canon", model="Canon EOS 7D", serial="0123", seed=0, size=(64, 48)):
+    """A small JPEG with what a camera writes: DateTimeOriginal ("2024:06:01 10:32:05"), GPS ((lat, lon)
+    in signed decimal degrees, written as degrees/minutes/seconds with N/S, E/W), make, model, serial.
+    Random pixels (by `seed`), so that two photos never share a content hash."""
+    import numpy as np
+    from PIL import Image
+
+    exif = Image.Exif()
+    if make:
+        exif[0x010F] = make
+    if model:
+        exif[0x0110] = model
+    details = exif.get_ifd(0x8769)
+    if taken:
+        details[0x9003] = taken
+    if serial:
+        details[0xA431] = serial
+    if gps:
+        info = exif.get_ifd(0x8825)
+        for (ref, value, signs) in ((1, gps[0], "NS"), (3, gps[1], "EW")):
+            whole = abs(value)
+            minutes = (whole - int(whole)) * 60
+            info[ref] = signs[value < 0]
+            info[ref + 1] = (float(int(whole)), float(int(minutes)), round((minutes - int(minutes)) * 60, 4))
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, exif=exif, quality=90)
+    return Path(path)

@@ -343,11 +343,14 @@ def test_add_refuses_what_preprocess_refuses_and_stores_nothing(catalogue, tmp_p
     bomb = tmp_path / "huge.png"
     bomb.write_bytes(bomb_png())
     before = sorted(p.name for p in (catalogue / "photos").rglob("*") if p.is_file())
-    for path, reason in ((bad, "cannot decode image"), (bomb, "refused"), (tmp_path / "notes.txt", "is not a photo type")):
-        if not path.exists():
-            path.write_text("x")
+    for path, reason in ((bad, "cannot decode image"), (bomb, "refused")):
         code, out, err = run(capsys, "catalogue", "add", "--catalogue", str(catalogue), str(path))
         assert code == 2 and path.name in err and reason in err, err
+        assert f"refused {path}: " in out and reason in out
+    # A file that is not a photo type is skipped, named with its reason: not a refusal (exit status 0).
+    (tmp_path / "notes.txt").write_text("x")
+    code, out, err = run(capsys, "catalogue", "add", "--catalogue", str(catalogue), str(tmp_path / "notes.txt"))
+    assert code == 0 and f"skipped {tmp_path / 'notes.txt'}: .txt is not a photo type" in out, out + err
     assert sorted(p.name for p in (catalogue / "photos").rglob("*") if p.is_file()) == before
     with db(catalogue) as con:
         assert not con.execute("SELECT 1 FROM photos WHERE source = 'add'").fetchone()

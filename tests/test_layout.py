@@ -78,3 +78,25 @@ def test_unlisted_test_photo_is_a_warning(tmp_path, caplog):
 def test_missing_data_folder(tmp_path):
     with pytest.raises(PipelineError, match="data folder not found"):
         read_layout(tmp_path / "nope")
+
+
+def test_train_csv_with_more_columns_reads_as_image_and_id(tmp_path):
+    """A lab's train.csv carries date, place, notes...: preprocess reads Image,Id and ignores the rest;
+    read_labels_csv keeps them for the catalogue."""
+    from pipeline.io.layout import read_labels_csv
+
+    write_layout(tmp_path, GOOD, ["t1.jpg"])
+    (tmp_path / "train.csv").write_text("date,Image,notes,Id\n2024-06-01,a.jpg,fin nick,w_1\n,b.jpg,,w_1\n"
+                                        ",c.jpg,,new_whale\n")
+    layout = read_layout(tmp_path)
+    assert list(layout.train.columns) == ["Image", "Id"] and list(layout.train["Id"]) == ["w_1", "w_1", "new_whale"]
+    full = read_labels_csv(tmp_path / "train.csv")
+    assert full.loc[0, "notes"] == "fin nick" and full.loc[0, "date"] == "2024-06-01"
+
+
+def test_train_csv_without_an_id_column_is_still_refused(tmp_path):
+    write_layout(tmp_path, GOOD, ["t1.jpg"])
+    (tmp_path / "train.csv").write_text("Image,whale,date\na.jpg,w_1,2024-06-01\n")
+    with pytest.raises(PipelineError, match=r"train\.csv, row 1: header is 'Image,whale,date', expected 'Image,Id' "
+                                            r"\(and any other columns\)"):
+        read_layout(tmp_path)

@@ -70,3 +70,14 @@ def test_preprocess_names_the_row_of_a_corrupt_photo(tmp_path, capsys):
     assert "train.csv, row 3" in err and "b.jpg" in err and "cannot decode" in err
     assert not (work / "cache" / "images.npy").exists()
     assert not list(work.rglob("*.tmp-*"))
+
+
+def test_preprocess_ignores_columns_beyond_image_and_id(tmp_path):
+    data = write_layout(tmp_path / "data", [("a.jpg", "w_1"), ("b.jpg", "new_whale")], ["t.jpg"])
+    (data / "train.csv").write_text("Image,Id,date,location,encounter\na.jpg,w_1,2024-06-01,\"64.1,-21.9\",E1\n"
+                                    "b.jpg,new_whale,,,\n")
+    assert main(["preprocess", "--data", str(data), "--work", str(tmp_path / "work"),
+                 "--set", "preprocess.image_size=[8,16]", "--set", "preprocess.workers=1"]) == 0
+    cache = ImageCache.open(tmp_path / "work")
+    assert list(cache.manifest["Image"]) == ["a.jpg", "b.jpg", "t.jpg"]
+    assert "date" not in cache.manifest.columns

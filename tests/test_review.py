@@ -153,6 +153,39 @@ def test_a_second_reviewer_is_told_who_decided(app, catalogue, trained_tiny):
     assert response.status_code == 400 and "Set your name" in response.text
 
 
+def test_an_encounter_is_one_item_on_the_page_decided_and_undone_together(app, catalogue, tmp_path):
+    """Two photos one camera took a minute apart (EXIF), uploaded one by one, and a third taken later:
+    the page shows the pair as one item (both photos, facts from the camera, candidates ranked over
+    both), one decision covers both photos, and undo takes both back; ?view=photo shows them alone."""
+    from tests.conftest import exif_photo
+
+    photos = [exif_photo(tmp_path / f"IMG_{k}.JPG", taken, (64.1, -21.95), seed=k)
+              for k, taken in enumerate(("2024:06:01 10:00:00", "2024:06:01 10:01:00", "2024:06:01 15:00:00"))]
+    ann = Client(app, "ann")
+    for photo in photos:
+        assert ann.upload((photo.read_bytes(), photo.name)).status_code == 303
+    rows = queued(catalogue)
+    assert rows[0]["encounter"] == rows[1]["encounter"] != rows[2]["encounter"]
+    page = ann.get("/").text
+    assert 'id="encounter" data-photos="2"' in page and "IMG_0.JPG" in page and "IMG_1.JPG" in page
+    assert "2024-06-01T10:00:00 (camera)" in page and "64.100000,-21.950000 (camera GPS)" in page
+    assert "Canon EOS 7D #0123" in page and "(by time gap)" in page
+    pairs = set(re.findall(r'src="/pair/([0-9a-f]+)/[0-9a-f]+\?h=240"', page))
+    assert pairs and pairs <= {rows[0]["hash"], rows[1]["hash"]}  # each pair drawn from the photo that scored it
+    assert page.count(f'name="photos" value="{rows[1]["hash"]}"') == page.count('class="decision"') > 0
+    response = ann.post("/decide", {"photos": [rows[0]["hash"], rows[1]["hash"]]}, photo=rows[0]["hash"], kind="junk")
+    assert response.status_code == 303
+    page = ann.get("/").text
+    assert "2 photos of the encounter: junk" in page and f'data-hash="{rows[2]["hash"]}"' in page
+    assert [r["status"] for r in queued(catalogue)] == ["junk", "junk", "pending"]
+    assert ann.post("/undo").status_code == 303
+    assert "and 1 more of its encounter" in ann.get("/").text
+    assert [r["status"] for r in queued(catalogue)] == ["pending", "pending", "pending"]
+    single = ann.get("/?view=photo").text
+    assert 'id="encounter"' not in single and 'id="view-encounter"' in single
+    assert 'type="hidden" name="photos"' not in single and f'data-hash="{rows[0]["hash"]}"' in single
+
+
 @pytest.mark.parametrize("payload, name, message", [
     (b"not an image", "x.jpg", "cannot decode image"),
     ("bomb", "huge.png", "exceeds limit"),

@@ -1,11 +1,14 @@
 """The catalogue's operations, the one library behind `whale catalogue ...` and the review page:
-init (from a Kaggle-layout set, bound to a work folder's bundle), add, queue, decide, merge, split,
-undo, rematch, rebind. Each change is one transaction of the store (store.py); a confirmed photo joins
-the matcher's galleries as soon as its decision commits (matching.py)."""
+init (what the lab has, bound to a work folder's bundle: sources.py, importer.py), add (files and
+folders: intake.py, exif.py, encounters.py), queue (by photo or by encounter), decide (a photo, or an
+encounter's photos together), merge, split, undo, rematch, rebind. Each change is one transaction of
+the store (store.py); a confirmed photo joins the matcher's galleries as soon as its decision commits
+(matching.py)."""
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import columns as C
+from pipeline.catalogue import exif
+from pipeline.catalogue.importer import import_source
+from pipeline.catalogue.intake import gather
 from pipeline.catalogue.matching import CatalogueMatcher, Ranking, ranking_json
 from pipeline.catalogue.store import Store, content_hash, crash_point, descriptor_blobs, now, vector_blob
 from pipeline.errors import PipelineError
-from pipeline.io.layout import not_a_photo_type
 
 log = logging.getLogger(__name__)
 DECISIONS = ("match", "new", "unsure", "junk")
@@ -31,13 +35,17 @@ class Added:
     name: str
     hash: str | None
     ranking: Ranking | None = None
-    refused: str | None = None  # why the photo was not added
+    refused: str | None = None  # why the photo was not added: it does not decode, it is stored already
+    skipped: str | None = None  # why the file was not tried: not a photo type, a system file
+    path: Path | None = None
+    encounter: str | None = None
 
 
 class Catalogue:
     def __init__(self, store: Store):
         self.store = store
         self._matcher: CatalogueMatcher | None = None
+        self.passed: list = []  # what init could not use (intake.PassedOver), each with its file or row
 
     @classmethod
     def open(cls, folder) -> "Catalogue":
@@ -59,11 +67,14 @@ class Catalogue:
     # ------------------------------------------------------------------------------- init
 
     @classmethod
-    def init(cls, folder, data, work, models: list[str] | None = None, species: dict | None = None) -> "Catalogue":
-        """A catalogue from a Kaggle-layout set's train.csv + train/, bound to the bundle of `work`.
-        Photos of known ids are confirmed; train's new_whale photos are kept as unidentified."""
+    def init(cls, folder, data, work, models: list[str] | None = None, species: dict | None = None,
+             photos=None, image_column: str | None = None, id_column: str | None = None,
+             encounter_gap: float | None = None, progress: bool = False) -> "Catalogue":
+        """A catalogue from what the lab has (sources.py: a Kaggle layout, a folder per individual, a
+        spreadsheet), bound to the bundle of `work`. Photos with an id are confirmed, those without are
+        kept as unidentified; what could not be used is in `self.passed` (each with its row or file)."""
         from pipeline.bundle import Bundle
-        from pipeline.io.layout import read_layout
+        from pipeline.catalogue.sources import read_source
         from pipeline.io.paths import embedded_models
 
         folder = Path(folder)
@@ -74,7 +85,7 @@ class Catalogue:
             if count:
                 raise PipelineError(f"a catalogue with {count} photos is already here; use --rebind to bind it "
                                     "to another work folder", folder)
-        layout = read_layout(data)
+        source = read_source(data, photos, image_column, id_column)  # every error before anything is made
         models = models or embedded_models(work)
         if not models:
             raise PipelineError("no trained model with embeddings; run train and embed first", Path(work) / "embeddings")
@@ -82,54 +93,9 @@ class Catalogue:
         store = Store.open(folder, create=True)
         version = bundle.save(folder / "bundle")
         catalogue = cls(store)
-        catalogue._import_train(layout, work, bundle, {**DEFAULT_SPECIES, **(species or {})}, version)
+        catalogue.passed = import_source(store, source, work, bundle, {**DEFAULT_SPECIES, **(species or {})},
+                                         version, encounter_gap, progress)
         return catalogue
-
-    def _import_train(self, layout, work, bundle, species: dict, version: str) -> None:
-        from pipeline.io.paths import embedding_dir
-        from pipeline.retrieval.embeddings import load_embeddings
-        from pipeline.retrieval.local_features import DescriptorStore
-
-        train = layout.train
-        names = train[C.IMAGE].tolist()
-        vectors = {(m.name, f): load_embeddings(embedding_dir(work, m.name, f), names, C.TRAIN)
-                   for m in bundle.models for f in m.checkpoints}
-        local = {k: DescriptorStore.open(work, k).get(names, C.TRAIN) for k in bundle.descriptors}
-        store, stamp = self.store, now()
-        with store.writing() as db:
-            store.set_setting(db, "species", species)
-            store.set_setting(db, "bundle_version", version)
-            store.set_setting(db, "source", {"data": str(Path(layout.root).resolve()), "work": str(Path(work).resolve())})
-            linked = 0
-            seen: dict[str, str] = {}
-            for i, (name, whale) in enumerate(zip(names, train[C.ID])):
-                path = layout.train_dir / name
-                data = path.read_bytes()
-                digest = content_hash(data)
-                if digest in seen:  # the same bytes under another name: linked, never stored twice
-                    db.execute("INSERT OR IGNORE INTO photo_names VALUES (?, ?)", (name, digest))
-                    linked += 1
-                    continue
-                seen[digest] = name
-                known = whale != C.NEW_WHALE
-                if known and not db.execute("SELECT 1 FROM individuals WHERE id = ?", (whale,)).fetchone():
-                    db.execute("INSERT INTO individuals (id, created_at, created_by) VALUES (?, ?, 'import')",
-                               (whale, stamp))
-                relative = store.write_file(data, digest, path.suffix)
-                db.execute("INSERT INTO photos (hash, file, original_name, added_at, source, arrival, status, "
-                           "individual_id) VALUES (?, ?, ?, ?, 'import', ?, ?, ?)",
-                           (digest, relative, name, stamp, i, "confirmed" if known else "unidentified",
-                            whale if known else None))
-                db.execute("INSERT INTO photo_names VALUES (?, ?)", (name, digest))
-                for (model, fold), array in vectors.items():
-                    db.execute("INSERT INTO embeddings VALUES (?, ?, ?, ?)", (digest, model, fold, vector_blob(array[i])))
-                for keypoints, arrays in local.items():
-                    db.execute("INSERT INTO descriptors VALUES (?, ?, ?, ?)", (digest, keypoints, *descriptor_blobs(arrays[i])))
-            db.execute("INSERT INTO decisions (kind, reviewer, at, bundle_version, details) VALUES "
-                       "('import', 'import', ?, ?, ?)",
-                       (stamp, version, json.dumps({"data": str(layout.root), "photos": len(seen), "linked": linked})))
-        log.info("catalogue %s: %d photos imported (%d linked by content hash), bundle %s", self.folder, len(seen),
-                 linked, version)
 
     def rebind(self, work, models: list[str] | None = None) -> str:
         """Binds the catalogue to another work folder's bundle: every photo is embedded anew by its fold
@@ -179,47 +145,80 @@ class Catalogue:
 
     # ------------------------------------------------------------------------------- add
 
-    def add(self, paths, date=None, location=None, encounter=None, photographer=None) -> list[Added]:
-        """Validates each photo as preprocess does, stores it once under its content hash, embeds it with
-        every fold model, ranks its candidates and queues it for review. A photo already in the
-        catalogue (the same bytes) is refused with what it is; the others are still added."""
+    def add(self, paths, date=None, location=None, encounter=None, photographer=None,
+            encounter_gap: float | None = None, progress: bool = False) -> list[Added]:
+        """Adds files and folders (walked recursively, intake.py): every photo that decodes as preprocess
+        decodes it and is not stored already is stored once under its content hash, embedded by every fold
+        model, ranked and queued; every other file comes back too, skipped (not a photo type) or refused
+        (does not decode, already in the catalogue), each with its reason. One bad file never stops the
+        others. The date, position and camera the photo's EXIF holds fill what is not given (exif.py);
+        photos of one camera within the gap form an encounter unless `encounter` is given (encounters.py)."""
+        from pipeline.catalogue.encounters import DEFAULT_GAP_MINUTES, Sighted, plan
+        from pipeline.progress import Progress
+
+        photos, passed = gather(paths)
+        gap = self.store.setting("encounter_gap_minutes", DEFAULT_GAP_MINUTES) if encounter_gap is None \
+            else float(encounter_gap)
+        metas = [exif.read(p) for p in photos]
+        planned = plan([Sighted(m.camera, m.taken, encounter) for m in metas], gap, self._stored_encounter)
         out = []
-        matcher = self.matcher
-        for path in paths:
-            path = Path(path)
-            refused = not_a_photo_type(path.suffix)
-            if refused:
-                raise PipelineError(refused, path)
-            if not path.is_file():
-                raise PipelineError("file not found", path)
-            data = path.read_bytes()
-            digest = content_hash(data)
-            existing = self.store.db.execute("SELECT original_name, added_at, status, individual_id FROM photos "
-                                             "WHERE hash = ?", (digest,)).fetchone()
-            if existing is not None:
-                what = existing["individual_id"] or existing["status"]
-                out.append(Added(path.name, digest, refused=f"already in the catalogue as {existing['original_name']} "
-                                                            f"({what}, added {existing['added_at']})"))
-                continue
-            photo = matcher.identifier.load_photo(path)  # the same decoding and errors as preprocess
-            embeddings, local = matcher.embed([photo])
-            ranking = matcher.rank(embeddings, local, [digest])[0]
-            with self.store.writing() as db:
-                relative = self.store.write_file(data, digest, path.suffix)
-                db.execute("INSERT INTO photos (hash, file, original_name, date, location, encounter, photographer, "
-                           "added_at, source, arrival, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'add', ?, 'pending')",
-                           (digest, relative, path.name, date, location, encounter, photographer, now(),
-                            self.store.next_arrival(db)))
-                db.execute("INSERT INTO photo_names VALUES (?, ?)", (path.name, digest))
-                for (model, fold), array in embeddings.items():
-                    db.execute("INSERT INTO embeddings VALUES (?, ?, ?, ?)", (digest, model, fold, vector_blob(array[0])))
-                for keypoints, arrays in local.items():
-                    db.execute("INSERT INTO descriptors VALUES (?, ?, ?, ?)", (digest, keypoints, *descriptor_blobs(arrays[0])))
-                crash_point("rows_written")
-                self._write_ranking(db, digest, ranking)
-            crash_point("committed")
-            out.append(Added(path.name, digest, ranking))
+        bar = Progress(len(photos), "adding photos", unit="photo") if progress and photos else None
+        for path, meta, (chosen, by_gap) in zip(photos, metas, planned):
+            try:
+                out.append(self._add_one(path, meta, date, location, chosen, by_gap, photographer))
+            except OSError as e:  # unreadable (a card pulled out, no permission): this file only
+                out.append(Added(path.name, None, refused=f"cannot read it: {e.strerror or e}", path=path))
+            if bar:
+                bar.update()
+        if bar:
+            bar.close()
+        out += [Added(p.path.name, None, refused=p.reason if p.refused else None,
+                      skipped=None if p.refused else p.reason, path=p.path) for p in passed]
         return out
+
+    def _stored_encounter(self, camera: str, start, end) -> str | None:
+        """The encounter of a stored photo that this camera took between start and end, if any."""
+        row = self.store.db.execute(
+            "SELECT encounter FROM photos WHERE camera = ? AND encounter IS NOT NULL AND "
+            "json_extract(origin, '$.camera_date') BETWEEN ? AND ? ORDER BY json_extract(origin, '$.camera_date') "
+            "LIMIT 1", (camera, start.isoformat(timespec="seconds"), end.isoformat(timespec="seconds"))).fetchone()
+        return row[0] if row else None
+
+    def _add_one(self, path: Path, meta, date, location, encounter, by_gap: bool, photographer) -> Added:
+        matcher = self.matcher
+        data = path.read_bytes()
+        digest = content_hash(data)
+        existing = self.store.db.execute("SELECT original_name, added_at, status, individual_id FROM photos "
+                                         "WHERE hash = ?", (digest,)).fetchone()
+        if existing is not None:
+            what = existing["individual_id"] or existing["status"]
+            return Added(path.name, digest, refused=f"already in the catalogue as {existing['original_name']} "
+                                                    f"({what}, added {existing['added_at']})", path=path)
+        try:
+            photo = matcher.identifier.load_photo(path)  # the same decoding and errors as preprocess
+        except PipelineError as e:
+            return Added(path.name, digest, refused=e.message, path=path)
+        embeddings, local = matcher.embed([photo])
+        ranking = matcher.rank(embeddings, local, [digest])[0]
+        date, location, origin = exif.fill(date, location, meta)
+        if by_gap:
+            origin["encounter"] = "time gap"
+        with self.store.writing() as db:
+            relative = self.store.write_file(data, digest, path.suffix)
+            db.execute("INSERT INTO photos (hash, file, original_name, date, location, encounter, photographer, "
+                       "added_at, source, arrival, status, camera, origin) VALUES "
+                       "(?, ?, ?, ?, ?, ?, ?, ?, 'add', ?, 'pending', ?, ?)",
+                       (digest, relative, path.name, date, location, encounter, photographer, now(),
+                        self.store.next_arrival(db), meta.camera, json.dumps(origin) if origin else None))
+            db.execute("INSERT INTO photo_names VALUES (?, ?)", (path.name, digest))
+            for (model, fold), array in embeddings.items():
+                db.execute("INSERT INTO embeddings VALUES (?, ?, ?, ?)", (digest, model, fold, vector_blob(array[0])))
+            for keypoints, arrays in local.items():
+                db.execute("INSERT INTO descriptors VALUES (?, ?, ?, ?)", (digest, keypoints, *descriptor_blobs(arrays[0])))
+            crash_point("rows_written")
+            self._write_ranking(db, digest, ranking)
+        crash_point("committed")
+        return Added(path.name, digest, ranking, path=path, encounter=encounter)
 
     def _write_ranking(self, db, digest: str, ranking: Ranking) -> None:
         db.execute("INSERT OR REPLACE INTO rankings VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -228,22 +227,51 @@ class Catalogue:
 
     # ------------------------------------------------------------------------------- queue
 
-    def queue(self, include_unsure: bool = False) -> list[dict]:
-        """Pending photos (and unsure ones when asked), in arrival order, with their ranked candidates."""
+    def queue(self, include_unsure: bool = False, by_encounter: bool = False) -> list[dict]:
+        """Pending photos (and unsure ones when asked), in arrival order, with their ranked candidates. By
+        encounter: the photos of one encounter (and status) are one item, ranked together (encounters.py),
+        in the order of their first photo; every item lists its photos."""
+        from pipeline.catalogue.encounters import combine
+
         states = ("pending", "unsure") if include_unsure else ("pending",)
         rows = self.store.db.execute(
-            f"SELECT p.*, r.candidates, r.p_new, r.suggested, r.bundle_version FROM photos p LEFT JOIN rankings r "
-            f"ON r.hash = p.hash WHERE p.status IN ({','.join('?' * len(states))}) ORDER BY p.arrival", states).fetchall()
-        out = []
+            f"SELECT p.*, r.candidates, r.p_new, r.suggested, r.bundle_version, r.threshold FROM photos p LEFT JOIN "
+            f"rankings r ON r.hash = p.hash WHERE p.status IN ({','.join('?' * len(states))}) ORDER BY p.arrival",
+            states).fetchall()
+        items = []
         for r in rows:
             ranked = json.loads(r["candidates"]) if r["candidates"] else {"candidates": []}
-            suggested = r["suggested"]
-            out.append({"hash": r["hash"], "name": r["original_name"], "status": r["status"], "date": r["date"],
-                        "location": r["location"], "encounter": r["encounter"], "photographer": r["photographer"],
-                        "p_new": r["p_new"], "candidates": ranked["candidates"],
-                        "suggested": suggested, "suggested_new_id": self.store.fresh_id() if suggested == "new" else None,
-                        "bundle_version": r["bundle_version"]})
-        return out
+            item = {"kind": "photo", "hash": r["hash"], "name": r["original_name"], "status": r["status"],
+                    **self._fields(r), "p_new": r["p_new"], "candidates": ranked["candidates"],
+                    "suggested": r["suggested"], "threshold": r["threshold"], "bundle_version": r["bundle_version"]}
+            item["photos"] = [dict(item)]
+            items.append(item)
+        if by_encounter:
+            groups: dict[tuple, list[dict]] = {}
+            for item in items:
+                groups.setdefault((item["encounter"], item["status"]) if item["encounter"] else (item["hash"],),
+                                  []).append(item)
+            items = []
+            for members in groups.values():
+                if len(members) == 1:
+                    items.append(members[0])
+                    continue
+                first = members[0]
+                items.append({**first, "kind": "encounter", "name": f"{first['encounter']} ({len(members)} photos)",
+                              **combine(members), "photos": [m["photos"][0] for m in members]})
+        for item in items:
+            item["suggested_new_id"] = self.store.fresh_id() if item["suggested"] == "new" else None
+        return items
+
+    @staticmethod
+    def _fields(row) -> dict:
+        """What is known of a photo, for the queue and the page: its fields, the camera, the spreadsheet's
+        notes and which values came from the camera (origin)."""
+        keys = row.keys()
+        return {"date": row["date"], "location": row["location"], "encounter": row["encounter"],
+                "photographer": row["photographer"], "camera": row["camera"] if "camera" in keys else None,
+                "notes": json.loads(row["notes"]) if "notes" in keys and row["notes"] else {},
+                "origin": json.loads(row["origin"]) if "origin" in keys and row["origin"] else {}}
 
     def rematch(self, include_unsure: bool = False) -> int:
         """Ranks pending (and unsure) photos again against the galleries as they are now."""
@@ -270,20 +298,39 @@ class Catalogue:
         """Records one decision on one photo: match (an existing individual), new (a fresh id, or the one
         given if no individual or alias has it), unsure, junk. A photo already decided is refused with
         who decided it; a confirmed photo joins every gallery at once."""
+        result = self.decide_photos([photo], kind, reviewer, individual)
+        return {"decision": result["decisions"][0], "photo": result["photos"][0], "name": result["names"][0],
+                "kind": kind, "individual": result["individual"], "reviewer": result["reviewer"]}
+
+    def decide_encounter(self, encounter: str, kind: str, reviewer: str, individual: str | None = None) -> dict:
+        """One decision for the photos of an encounter still to decide (pending or unsure)."""
+        hashes = [r[0] for r in self.store.db.execute(
+            "SELECT hash FROM photos WHERE encounter = ? AND status IN ('pending', 'unsure') ORDER BY arrival",
+            (encounter,))]
+        if not hashes:
+            raise PipelineError(f"no photo of encounter {encounter!r} is waiting for a decision", self.folder)
+        return {**self.decide_photos(hashes, kind, reviewer, individual), "encounter": encounter}
+
+    def decide_photos(self, photos: list[str], kind: str, reviewer: str, individual: str | None = None) -> dict:
+        """One decision applied to each of the photos (an encounter's), in one transaction: each photo
+        gets its own decision row, the rows of a group share details.group, and undo takes them back
+        together. If any photo is decided already, nothing is changed."""
         if kind not in DECISIONS:
             raise PipelineError(f"unknown decision {kind!r}; use {', '.join(DECISIONS)}", "decide")
         reviewer = (reviewer or "").strip()
         if not reviewer:
             raise PipelineError("every decision names its reviewer (--reviewer NAME)", "decide")
         with self.store.writing() as db:
-            row = self.store.find_photo(photo)
-            digest = row["hash"]
-            if row["status"] in FINAL:
-                last = self._last_decision(db, digest)
-                who = f"{last['kind']} {last['individual_id'] or ''} by {last['reviewer']} at {last['at']}".replace("  ", " ") \
-                    if last else f"{row['status']} {row['individual_id'] or ''} at import"
-                raise PipelineError(f"photo {row['original_name']} ({digest[:12]}) was already decided: {who}; "
-                                    "nothing was changed", self.folder)
+            rows = list({r["hash"]: r for r in (self.store.find_photo(p) for p in photos)}.values())
+            if not rows:
+                raise PipelineError("a decision names at least one photo", "decide")
+            for row in rows:
+                if row["status"] in FINAL:
+                    last = self._last_decision(db, row["hash"])
+                    who = f"{last['kind']} {last['individual_id'] or ''} by {last['reviewer']} at {last['at']}".replace("  ", " ") \
+                        if last else f"{row['status']} {row['individual_id'] or ''} at import"
+                    raise PipelineError(f"photo {row['original_name']} ({row['hash'][:12]}) was already decided: {who}; "
+                                        "nothing was changed", self.folder)
             target = None
             if kind == "match":
                 if not individual:
@@ -299,20 +346,25 @@ class Catalogue:
                     target = self.store.fresh_id()
                 db.execute("INSERT INTO individuals (id, created_at, created_by) VALUES (?, ?, ?)", (target, now(), reviewer))
             status = {"match": "confirmed", "new": "confirmed", "unsure": "unsure", "junk": "junk"}[kind]
-            db.execute("UPDATE photos SET status = ?, individual_id = ? WHERE hash = ?", (status, target, digest))
-            crash_point("decision_half_written")
-            ranked = db.execute("SELECT * FROM rankings WHERE hash = ?", (digest,)).fetchone()
-            cursor = db.execute(
-                "INSERT INTO decisions (kind, photo, individual_id, reviewer, at, candidates, p_new, bundle_version, "
-                "threshold, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (kind, digest, target, reviewer, now(), ranked["candidates"] if ranked else None,
-                 ranked["p_new"] if ranked else None, ranked["bundle_version"] if ranked else self.matcher.version,
-                 ranked["threshold"] if ranked else None, json.dumps({"previous_status": row["status"]})))
-            decision_id = cursor.lastrowid
+            group = f"g{secrets.token_hex(6)}" if len(rows) > 1 else None
+            ids = []
+            for row in rows:
+                digest = row["hash"]
+                db.execute("UPDATE photos SET status = ?, individual_id = ? WHERE hash = ?", (status, target, digest))
+                crash_point("decision_half_written")
+                ranked = db.execute("SELECT * FROM rankings WHERE hash = ?", (digest,)).fetchone()
+                details = {"previous_status": row["status"], **({"group": group, "photos": len(rows)} if group else {})}
+                cursor = db.execute(
+                    "INSERT INTO decisions (kind, photo, individual_id, reviewer, at, candidates, p_new, bundle_version, "
+                    "threshold, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (kind, digest, target, reviewer, now(), ranked["candidates"] if ranked else None,
+                     ranked["p_new"] if ranked else None, ranked["bundle_version"] if ranked else self.matcher.version,
+                     ranked["threshold"] if ranked else None, json.dumps(details)))
+                ids.append(cursor.lastrowid)
         if status == "confirmed" and self._matcher is not None:
-            self._matcher.sync()  # appends this photo (and whatever others decided meanwhile)
-        return {"decision": decision_id, "photo": digest, "name": row["original_name"], "kind": kind,
-                "individual": target, "reviewer": reviewer}
+            self._matcher.sync()  # appends these photos (and whatever others decided meanwhile)
+        return {"decisions": ids, "photos": [r["hash"] for r in rows], "names": [r["original_name"] for r in rows],
+                "kind": kind, "individual": target, "reviewer": reviewer, "group": group}
 
     def merge(self, keep: str, gone: str, reviewer: str) -> dict:
         """Individual `gone` becomes an alias of `keep`; its photos move to `keep`."""
@@ -363,51 +415,60 @@ class Catalogue:
                 "photos": len(hashes)}
 
     def undo(self, reviewer: str) -> dict:
-        """Reverses that reviewer's last decision still in force, if nothing since depends on it."""
+        """Reverses that reviewer's last decision still in force, if nothing since depends on it; the
+        decisions of one group (an encounter decided at once) are reversed together."""
         with self.store.writing() as db:
             last = db.execute("SELECT * FROM decisions WHERE reviewer = ? AND undone_by IS NULL AND kind IN "
                               "('match', 'new', 'unsure', 'junk', 'merge', 'split') ORDER BY id DESC LIMIT 1",
                               (reviewer,)).fetchone()
             if last is None:
                 raise PipelineError(f"{reviewer!r} has no decision to undo", self.folder)
-            details = json.loads(last["details"] or "{}")
-            kind = last["kind"]
-            if kind in DECISIONS:
-                photo = db.execute("SELECT * FROM photos WHERE hash = ?", (last["photo"],)).fetchone()
-                expected = {"match": "confirmed", "new": "confirmed", "unsure": "unsure", "junk": "junk"}[kind]
-                if photo["status"] != expected or (expected == "confirmed" and photo["individual_id"] != last["individual_id"]):
-                    raise PipelineError(f"photo {photo['original_name']} changed since (now {photo['individual_id'] or photo['status']}); "
-                                        "undo the later change first", self.folder)
-                db.execute("UPDATE photos SET status = ?, individual_id = NULL WHERE hash = ?",
-                           (details.get("previous_status", "pending"), last["photo"]))
-                if kind == "new" and not db.execute("SELECT 1 FROM photos WHERE individual_id = ?",
-                                                    (last["individual_id"],)).fetchone():
-                    db.execute("DELETE FROM aliases WHERE individual_id = ?", (last["individual_id"],))
-                    db.execute("DELETE FROM individuals WHERE id = ? AND merged_into IS NULL", (last["individual_id"],))
-            elif kind == "merge":
-                gone = details["gone"]
-                still = {r[0] for r in db.execute("SELECT hash FROM photos WHERE individual_id = ?", (last["individual_id"],))}
-                if not set(details["photos"]) <= still:
-                    raise PipelineError("photos of the merge have moved since; undo the later change first", self.folder)
-                db.executemany("UPDATE photos SET individual_id = ? WHERE hash = ?", [(gone, h) for h in details["photos"]])
-                db.execute("UPDATE individuals SET merged_into = NULL WHERE id = ?", (gone,))
-                db.execute("DELETE FROM aliases WHERE alias = ?", (gone,))
-            else:  # split
-                rows = {r[0] for r in db.execute("SELECT hash FROM photos WHERE individual_id = ?", (last["individual_id"],))}
-                if rows != set(details["photos"]):
-                    raise PipelineError(f"{last['individual_id']} changed since the split; undo the later change first",
-                                        self.folder)
-                db.executemany("UPDATE photos SET individual_id = ? WHERE hash = ?",
-                               [(details["from"], h) for h in details["photos"]])
-                db.execute("DELETE FROM individuals WHERE id = ?", (last["individual_id"],))
-            cursor = db.execute("INSERT INTO decisions (kind, photo, individual_id, reviewer, at, details) VALUES "
-                                "('undo', ?, ?, ?, ?, ?)", (last["photo"], last["individual_id"], reviewer, now(),
-                                                            json.dumps({"undoes": last["id"], "kind": kind})))
-            db.execute("UPDATE decisions SET undone_by = ? WHERE id = ?", (cursor.lastrowid, last["id"]))
+            group = json.loads(last["details"] or "{}").get("group")
+            together = db.execute("SELECT * FROM decisions WHERE json_extract(details, '$.group') = ? AND undone_by "
+                                  "IS NULL ORDER BY id DESC", (group,)).fetchall() if group else [last]
+            for decision in together:
+                undo_id = self._undo_one(db, decision, reviewer)
         if self._matcher is not None:
             self._matcher.sync()  # an undo reloads the galleries
-        return {"decision": cursor.lastrowid, "kind": "undo", "undid": kind, "of": last["id"],
-                "photo": last["photo"], "individual": last["individual_id"]}
+        return {"decision": undo_id, "kind": "undo", "undid": last["kind"], "of": last["id"], "photo": last["photo"],
+                "individual": last["individual_id"], "photos": [d["photo"] for d in together][::-1]}
+
+    def _undo_one(self, db, last, reviewer: str) -> int:
+        details = json.loads(last["details"] or "{}")
+        kind = last["kind"]
+        if kind in DECISIONS:
+            photo = db.execute("SELECT * FROM photos WHERE hash = ?", (last["photo"],)).fetchone()
+            expected = {"match": "confirmed", "new": "confirmed", "unsure": "unsure", "junk": "junk"}[kind]
+            if photo["status"] != expected or (expected == "confirmed" and photo["individual_id"] != last["individual_id"]):
+                raise PipelineError(f"photo {photo['original_name']} changed since (now {photo['individual_id'] or photo['status']}); "
+                                    "undo the later change first", self.folder)
+            db.execute("UPDATE photos SET status = ?, individual_id = NULL WHERE hash = ?",
+                       (details.get("previous_status", "pending"), last["photo"]))
+            if kind == "new" and not db.execute("SELECT 1 FROM photos WHERE individual_id = ?",
+                                                (last["individual_id"],)).fetchone():
+                db.execute("DELETE FROM aliases WHERE individual_id = ?", (last["individual_id"],))
+                db.execute("DELETE FROM individuals WHERE id = ? AND merged_into IS NULL", (last["individual_id"],))
+        elif kind == "merge":
+            gone = details["gone"]
+            still = {r[0] for r in db.execute("SELECT hash FROM photos WHERE individual_id = ?", (last["individual_id"],))}
+            if not set(details["photos"]) <= still:
+                raise PipelineError("photos of the merge have moved since; undo the later change first", self.folder)
+            db.executemany("UPDATE photos SET individual_id = ? WHERE hash = ?", [(gone, h) for h in details["photos"]])
+            db.execute("UPDATE individuals SET merged_into = NULL WHERE id = ?", (gone,))
+            db.execute("DELETE FROM aliases WHERE alias = ?", (gone,))
+        else:  # split
+            rows = {r[0] for r in db.execute("SELECT hash FROM photos WHERE individual_id = ?", (last["individual_id"],))}
+            if rows != set(details["photos"]):
+                raise PipelineError(f"{last['individual_id']} changed since the split; undo the later change first",
+                                    self.folder)
+            db.executemany("UPDATE photos SET individual_id = ? WHERE hash = ?",
+                           [(details["from"], h) for h in details["photos"]])
+            db.execute("DELETE FROM individuals WHERE id = ?", (last["individual_id"],))
+        cursor = db.execute("INSERT INTO decisions (kind, photo, individual_id, reviewer, at, details) VALUES "
+                            "('undo', ?, ?, ?, ?, ?)", (last["photo"], last["individual_id"], reviewer, now(),
+                                                        json.dumps({"undoes": last["id"], "kind": kind})))
+        db.execute("UPDATE decisions SET undone_by = ? WHERE id = ?", (cursor.lastrowid, last["id"]))
+        return cursor.lastrowid
 
     # ------------------------------------------------------------------------------- reading
 

@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import secrets
 import signal
@@ -28,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -61,6 +64,19 @@ CREATE TABLE IF NOT EXISTS decisions (
     threshold REAL, details TEXT NOT NULL DEFAULT '{}', undone_by INTEGER REFERENCES decisions(id));
 CREATE INDEX IF NOT EXISTS decisions_by_reviewer ON decisions(reviewer, id);
 """
+# The schema's later versions, each applied once, in order, to a database of any earlier version (its
+# version is SQLite's user_version; SCHEMA above is version 0, as the first catalogues were made):
+#   1  photos.camera (make, model and serial the camera wrote), photos.notes (a spreadsheet's other
+#      columns, JSON), photos.origin (which of date, location, encounter came from the camera or the
+#      time gap rather than the user, JSON); encounters and cameras indexed.
+MIGRATIONS: dict[int, list[str]] = {
+    1: ["ALTER TABLE photos ADD COLUMN camera TEXT",
+        "ALTER TABLE photos ADD COLUMN notes TEXT",
+        "ALTER TABLE photos ADD COLUMN origin TEXT",
+        "CREATE INDEX IF NOT EXISTS photos_by_encounter ON photos(encounter)",
+        "CREATE INDEX IF NOT EXISTS photos_by_camera ON photos(camera, date)"],
+}
+SCHEMA_VERSION = max(MIGRATIONS)
 DB_NAME = "catalogue.db"
 PHOTOS = "photos"
 
@@ -103,8 +119,27 @@ class Store:
         db.execute("PRAGMA foreign_keys=ON")
         db.executescript(SCHEMA)
         store = cls(folder, db)
+        store.migrate()
         store.remove_orphans()
         return store
+
+    def migrate(self) -> int:
+        """Brings the database to SCHEMA_VERSION, one transaction per version (a crash leaves it at the
+        last version that committed); returns the version it found."""
+        found = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        if found > SCHEMA_VERSION:
+            raise PipelineError(f"this catalogue's database is of schema version {found}, newer than this "
+                                f"program's {SCHEMA_VERSION}: update the program", self.folder / DB_NAME)
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            with self.writing() as db:
+                if int(db.execute("PRAGMA user_version").fetchone()[0]) >= version:
+                    continue  # another process migrated it meanwhile
+                for statement in MIGRATIONS[version]:
+                    db.execute(statement)
+                crash_point(f"migration_{version}")
+                db.execute(f"PRAGMA user_version = {version}")
+            log.info("catalogue %s: database migrated to schema version %d", self.folder, version)
+        return found
 
     def close(self) -> None:
         self.db.close()

@@ -1,6 +1,7 @@
 """Read and validate a data folder in the Kaggle humpback layout.
 
-    train.csv              Image,Id
+    train.csv              Image,Id   (any further columns, e.g. date, location, encounter: ignored here,
+                                       kept by `whale catalogue init`)
     train/<Image>
     test/<Image>
     sample_submission.csv  Image,Id   (its Image column lists the test photos)
@@ -57,10 +58,11 @@ def read_layout(root: str | Path, check_files: bool = True) -> KaggleLayout:
         _check_listed_files(train, root / "train.csv", root / "train")
         _check_listed_files(test, root / "sample_submission.csv", root / "test")
         _warn_unlisted(test, root / "test", root / "sample_submission.csv")
-    return KaggleLayout(root=root, train=train, test=test[[C.IMAGE]])
+    return KaggleLayout(root=root, train=train[[C.IMAGE, C.ID]], test=test[[C.IMAGE]])
 
 
-def _read_csv(path: Path, expected: list[str]) -> pd.DataFrame:
+def _read_csv(path: Path, expected: list[str], more_allowed: bool = False) -> pd.DataFrame:
+    """A CSV whose header is `expected`; with `more_allowed`, one that holds those columns among others."""
     if not path.is_file():
         raise PipelineError("file not found", path)
     try:
@@ -70,16 +72,24 @@ def _read_csv(path: Path, expected: list[str]) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise PipelineError(f"not a readable CSV: {e}", path) from None
     header = [str(c) for c in df.columns]
+    if more_allowed and set(expected) <= set(header) and len(set(header)) == len(header):
+        return _non_empty(df, path)
     if header != expected:
-        raise PipelineError(f"header is {','.join(header)!r}, expected {','.join(expected)!r}", path, 1)
+        wanted = f"{','.join(expected)!r}" + (" (and any other columns)" if more_allowed else "")
+        raise PipelineError(f"header is {','.join(header)!r}, expected {wanted}", path, 1)
+    return _non_empty(df, path)
+
+
+def _non_empty(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     if df.empty:
         raise PipelineError("no rows after the header", path, 2)
     return df
 
 
 def read_labels_csv(path: Path) -> pd.DataFrame:
-    """train.csv: every row a photo name and a whale id without spaces; photo names unique."""
-    df = _read_csv(path, [C.IMAGE, C.ID])
+    """train.csv: every row a photo name and a whale id without spaces; photo names unique. Columns
+    beyond Image,Id (a lab's date, location, encounter, notes) are returned as they are."""
+    df = _read_csv(path, [C.IMAGE, C.ID], more_allowed=True)
     _check_images_column(df, path)
     for i, value in enumerate(df[C.ID]):
         if value.strip() == "":

@@ -1,11 +1,12 @@
 """catalogue: keep a catalogue of known individuals (pipeline/catalogue/). Every action names the
 catalogue folder (--catalogue DIR):
 
-    init      --from DATA --work WORK     a catalogue from a Kaggle-layout set, bound to WORK's bundle
+    init      --from PATH --work WORK     a catalogue from a Kaggle layout, a folder per individual or a CSV
+                                          (sources.py), bound to WORK's bundle
               --rebind --work WORK        bind it to another work folder (every photo embedded anew)
-    add       PHOTOS... [--date --location --encounter --photographer]
-    queue     [--json] [--unsure]         pending photos, their candidates, P(new individual), a suggestion
-    decide    PHOTO (--match ID | --new [ID] | --unsure | --junk) --reviewer NAME
+    add       FILES/FOLDERS... [--date --location --encounter --photographer --encounter-gap MIN]
+    queue     [--json] [--unsure] [--encounters]   pending photos (or encounters), candidates, P(new), a suggestion
+    decide    PHOTO|--encounter E (--match ID | --new [ID] | --unsure | --junk) --reviewer NAME
     merge     ID_A ID_B --reviewer NAME   ID_B becomes an alias of ID_A
     split     ID PHOTOS... --reviewer NAME [--new-id ID]
     undo      --reviewer NAME             that reviewer's last decision
@@ -28,22 +29,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--catalogue", required=True, help="the catalogue folder")
         return p
 
-    p = action("init", "make a catalogue from a Kaggle-layout set, bound to a work folder's bundle")
-    p.add_argument("--from", dest="data", default=None, help="folder in the Kaggle layout (train.csv + train/)")
+    p = action("init", "make a catalogue from what the lab has, bound to a work folder's bundle")
+    p.add_argument("--from", dest="data", default=None,
+                   help="a Kaggle layout (train.csv + train/), a folder with a folder per individual (photos "
+                        "without an id in unidentified/, unknown/, unmatched/, new_whale/ or no_id/), or a CSV "
+                        "spreadsheet with an image column, an id column and any others")
+    p.add_argument("--photos", default=None, help="the folder a spreadsheet's image paths are relative to "
+                                                  "(default: the spreadsheet's folder)")
+    p.add_argument("--image-column", default=None, help="the spreadsheet's image column, when its name is not "
+                                                        "one of the accepted ones")
+    p.add_argument("--id-column", default=None, help="the spreadsheet's id column, likewise")
+    p.add_argument("--encounter-gap", type=float, default=None, metavar="MINUTES",
+                   help="photos of one camera this close in time form one encounter (default 10)")
     p.add_argument("--work", required=True, help="work folder whose trained models identify new photos")
     p.add_argument("--models", nargs="+", default=None, help="default: every model with embeddings in WORK")
     p.add_argument("--rebind", action="store_true", help="bind an existing catalogue to WORK's models")
     p.add_argument("--genus", default="Megaptera")
     p.add_argument("--species", default="novaeangliae")
-    p = action("add", "add photos: validate, store by content hash, rank candidates, queue for review")
-    p.add_argument("photos", nargs="+")
+    p = action("add", "add photos and folders of photos: validate, store by content hash, rank, queue for review")
+    p.add_argument("photos", nargs="+", help="photo files and folders (walked recursively)")
     for field in ("date", "location", "encounter", "photographer"):
-        p.add_argument(f"--{field}", default=None)
+        p.add_argument(f"--{field}", default=None, help="for every photo (date and location: else the camera's)"
+                       if field in ("date", "location") else None)
+    p.add_argument("--encounter-gap", type=float, default=None, metavar="MINUTES",
+                   help="photos of one camera this close in time form one encounter (default: the catalogue's "
+                        "setting, 10)")
     p = action("queue", "pending photos with their candidates")
     p.add_argument("--json", action="store_true")
     p.add_argument("--unsure", action="store_true", help="also the photos decided unsure")
-    p = action("decide", "record a decision on one photo")
-    p.add_argument("photo", help="a hash, hash prefix (8+) or original file name")
+    p.add_argument("--encounters", action="store_true", help="an encounter's photos as one item, ranked together")
+    p = action("decide", "record a decision on one photo, or on the photos of an encounter")
+    p.add_argument("photo", nargs="?", help="a hash, hash prefix (8+) or original file name")
+    p.add_argument("--encounter", default=None, help="instead of a photo: every photo of this encounter still to "
+                                                     "decide (each its own decision; undone together)")
     choice = p.add_mutually_exclusive_group(required=True)
     choice.add_argument("--match", metavar="ID")
     choice.add_argument("--new", nargs="?", const="", metavar="ID", help="a new individual (a fresh id unless given)")
@@ -72,6 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     action("check", "database integrity and photo files against its rows")
 
 
+def passed_over(passed) -> None:
+    """What an import or add could not use, skipped files first, each with its reason."""
+    for p in sorted(passed, key=lambda p: p.refused):
+        print(f"{'refused' if p.refused else 'skipped'} {p.where}: {p.reason}")
+
+
 def run(args: argparse.Namespace):
     from pipeline.catalogue.catalogue import Catalogue
     from pipeline.errors import PipelineError
@@ -83,42 +107,66 @@ def run(args: argparse.Namespace):
             print(f"Catalogue {args.catalogue}: bound to bundle {version}")
             return version
         if not args.data:
-            raise PipelineError("init needs --from DATA (a Kaggle-layout set), or --rebind", "catalogue init")
+            raise PipelineError("init needs --from PATH (a Kaggle layout, a folder per individual or a CSV), or "
+                                "--rebind", "catalogue init")
         catalogue = Catalogue.init(args.catalogue, args.data, args.work, args.models,
-                                   {"genus": args.genus, "species": args.species})
+                                   {"genus": args.genus, "species": args.species}, args.photos, args.image_column,
+                                   args.id_column, args.encounter_gap, progress=True)
         counts = dict(catalogue.store.db.execute("SELECT status, COUNT(*) FROM photos GROUP BY status").fetchall())
+        passed_over(catalogue.passed)
         print(f"Catalogue {args.catalogue}: {counts.get('confirmed', 0)} photos of "
               f"{len(catalogue.individuals())} individuals, {counts.get('unidentified', 0)} unidentified")
+        refused = sum(p.refused for p in catalogue.passed)
+        if refused:
+            raise PipelineError(f"{refused} photo(s) or row(s) refused (listed above); the others were imported",
+                                args.data)
         return counts
     catalogue = Catalogue.open(args.catalogue)
     if args.action == "add":
-        added = catalogue.add(args.photos, args.date, args.location, args.encounter, args.photographer)
+        added = catalogue.add(args.photos, args.date, args.location, args.encounter, args.photographer,
+                              args.encounter_gap, progress=True)
+        queued = [a for a in added if a.ranking is not None]
+        for a in queued:
+            top = a.ranking.candidates[0] if a.ranking.candidates else None
+            best = f"best {top['id']} {top['score']:.3f}" if top else "no candidate"
+            print(f"queued {a.name} ({a.hash[:12]}): {best}, P(new individual) {a.ranking.p_new:.2f}, "
+                  f"suggested {a.ranking.suggested}" + (f", encounter {a.encounter}" if a.encounter else ""))
+        for a in added:
+            if a.skipped:
+                print(f"skipped {a.path}: {a.skipped}")
         for a in added:
             if a.refused:
-                print(f"refused {a.name}: {a.refused}")
-            else:
-                top = a.ranking.candidates[0] if a.ranking.candidates else None
-                best = f"best {top['id']} {top['score']:.3f}" if top else "no candidate"
-                print(f"queued {a.name} ({a.hash[:12]}): {best}, P(new individual) {a.ranking.p_new:.2f}, "
-                      f"suggested {a.ranking.suggested}")
-        if any(a.refused for a in added):
-            raise PipelineError(f"{sum(bool(a.refused) for a in added)} of {len(added)} photo(s) refused (listed above)",
-                                args.catalogue)
+                print(f"refused {a.path}: {a.refused}")
+        refused = [a for a in added if a.refused]
+        skipped = sum(bool(a.skipped) for a in added)
+        print(f"{len(queued)} photo(s) queued, {skipped} file(s) skipped, {len(refused)} refused")
+        if refused:
+            raise PipelineError(f"{len(refused)} photo(s) refused (listed above), first {refused[0].path}: "
+                                f"{refused[0].refused}", args.catalogue)
         return added
     if args.action == "queue":
-        queue = catalogue.queue(args.unsure)
+        queue = catalogue.queue(args.unsure, by_encounter=args.encounters)
         if args.json:
             print(json.dumps(queue, indent=2))
         else:
             for q in queue:
                 cands = ", ".join(f"{c['id']} {c['score']:.3f}" for c in q["candidates"])
                 suggested = q["suggested_new_id"] + " (new)" if q["suggested"] == "new" else q["suggested"]
-                print(f"{q['hash'][:12]} {q['name']} [{q['status']}] P(new) {q['p_new']:.2f} suggested {suggested}: {cands}")
-            print(f"{len(queue)} photo(s) to review")
+                p_new = "–" if q["p_new"] is None else f"{q['p_new']:.2f}"
+                print(f"{q['hash'][:12]} {q['name']} [{q['status']}] P(new) {p_new} suggested {suggested}: {cands}")
+            print(f"{len(queue)} {'item' if args.encounters else 'photo'}(s) to review")
         return queue
     if args.action == "decide":
         kind, individual = ("match", args.match) if args.match else ("new", args.new or None) if args.new is not None \
             else ("unsure", None) if args.unsure else ("junk", None)
+        if (args.photo is None) == (args.encounter is None):
+            raise PipelineError("decide names one photo, or --encounter E", "catalogue decide")
+        if args.encounter is not None:
+            result = catalogue.decide_encounter(args.encounter, kind, args.reviewer, individual)
+            what = f" {result['individual']}" if result["individual"] else ""
+            print(f"encounter {args.encounter}, {len(result['photos'])} photo(s): {kind}{what} (decisions "
+                  f"{', '.join(map(str, result['decisions']))}, {args.reviewer})")
+            return result
         result = catalogue.decide(args.photo, kind, args.reviewer, individual)
         print(f"{result['name']}: {kind}{' ' + result['individual'] if result['individual'] else ''} "
               f"(decision {result['decision']}, {args.reviewer})")
@@ -133,7 +181,8 @@ def run(args: argparse.Namespace):
         return result
     if args.action == "undo":
         result = catalogue.undo(args.reviewer)
-        print(f"undid decision {result['of']} ({result['undid']})")
+        together = f" with {len(result['photos']) - 1} more of its encounter" if len(result["photos"]) > 1 else ""
+        print(f"undid decision {result['of']} ({result['undid']}){together}")
         return result
     if args.action == "rematch":
         n = catalogue.rematch(args.unsure)

@@ -8,9 +8,11 @@ loaded once; its own lock and database connection) and each thread has its own d
 (Store). Writes are serialised by the store (flock + BEGIN IMMEDIATE), so two reviewers deciding one
 photo at once leave exactly one decision; the second is told who made it.
 
-    GET  /                      the next pending photo (or ?photo=HASH), the queue, the upload form
+    GET  /                      the next pending item (or ?photo=HASH), the queue, the upload form; ?view=encounter
+                                (the default: an encounter's photos are one item, ranked together) or ?view=photo
     POST /upload                photos (several), date, location, encounter, photographer -> Catalogue.add
-    POST /decide                photo, kind (match|new|unsure|junk), individual | new_id -> Catalogue.decide
+    POST /decide                photo (or photos: an encounter's), kind (match|new|unsure|junk), individual |
+                                new_id -> Catalogue.decide / decide_photos
     POST /undo                  the reviewer's last decision -> Catalogue.undo
     POST /reviewer              the reviewer's name, kept in the session and sent with every decision
     GET  /individuals, /individual/ID;  POST /merge, /split
@@ -151,7 +153,7 @@ class Review:
             for c in item["candidates"]:
                 if c.get("photos"):
                     try:
-                        self.pictures.pair(item["hash"], c["photos"][0], PAIR_HEIGHT)
+                        self.pictures.pair(c.get("query") or item["hash"], c["photos"][0], PAIR_HEIGHT)
                     except Exception:  # only a head start: the page draws it again on request
                         log.debug("prefetch failed", exc_info=True)
         self.prefetcher.submit(work)
@@ -176,15 +178,22 @@ def create_review_app(catalogue, require_token: bool = False, token: str | None 
 
     # ------------------------------------------------------------------------------- the queue
 
+    def view() -> str:
+        wanted = request.args.get("view")
+        if wanted in ("photo", "encounter"):
+            session["view"] = wanted
+        return session.get("view", "encounter")
+
     def review_page(focus: str | None = None, extra=(), status: int = 200):
         cat = review.catalogue()
-        items = cat.queue(include_unsure=True)
+        by = view()
+        items = cat.queue(include_unsure=True, by_encounter=by == "encounter")
         pending = [q for q in items if q["status"] == "pending"]
         unsure = [q for q in items if q["status"] == "unsure"]
         notes = list(extra)
         current = None
         if focus:
-            current = next((q for q in items if q["hash"] == focus), None)
+            current = next((q for q in items if any(p["hash"] == focus for p in q["photos"])), None)
             if current is None:
                 try:
                     row = cat.store.find_photo(focus)
@@ -194,7 +203,7 @@ def create_review_app(catalogue, require_token: bool = False, token: str | None 
                     notes.append(("error", "no such photo in the catalogue"))
         if current is None:
             current = pending[0] if pending else None
-        body = ['<div class="layout">', queue_nav(pending, unsure, current), '<section class="main">']
+        body = ['<div class="layout">', queue_nav(pending, unsure, current, by), '<section class="main">']
         if current is None:
             body.append('<h2 id="empty">Nothing to review</h2><p>Add photos below, or with '
                         '<code>whale catalogue add</code>.</p>' + undo_form())
@@ -208,14 +217,35 @@ def create_review_app(catalogue, require_token: bool = False, token: str | None 
         title = f"Review {current['name']}" if current else "Nothing to review"
         return page(title, "".join(body), reviewer(), messages(notes), status)
 
-    def queue_nav(pending, unsure, current) -> str:
+    def queue_nav(pending, unsure, current, by: str) -> str:
         def entries(items):
             return "".join(f'<li class="{"current" if current and q["hash"] == current["hash"] else ""}">'
                            f'<a href="/?photo={q["hash"]}">{esc(q["name"])}</a></li>' for q in items)
-        return (f'<nav class="queue"><h3>Pending (<span id="pending-count">{len(pending)}</span>)</h3>'
-                f'<ol id="pending">{entries(pending)}</ol>'
+        other = "photo" if by == "encounter" else "encounter"
+        toggle = (f'<a id="view-{other}" href="/?view={other}">'
+                  f'{"one photo at a time" if other == "photo" else "group by encounter"}</a>')
+        return (f'<nav class="queue" data-view="{by}"><h3>Pending (<span id="pending-count">{len(pending)}</span>)</h3>'
+                f'<div class="names">{toggle}</div><ol id="pending">{entries(pending)}</ol>'
                 + (f'<h3>Unsure ({len(unsure)})</h3><ol id="unsure">{entries(unsure)}</ol>' if unsure else "")
                 + "</nav>")
+
+    def facts(item: dict) -> str:
+        """What is known of a photo, saying which values the camera wrote and which encounter the time gap made."""
+        origin = item.get("origin") or {}
+        marks = {"date": " (camera)" if origin.get("date") == "camera" else "",
+                 "location": " (camera GPS)" if origin.get("location") == "camera" else "",
+                 "encounter": " (by time gap)" if origin.get("encounter") == "time gap" else ""}
+        rows = [(label, f"{item[key]}{marks.get(key, '')}") for label, key in
+                (("Date", "date"), ("Location", "location"), ("Encounter", "encounter"),
+                 ("Photographer", "photographer"), ("Camera", "camera"), ("Status", "status")) if item.get(key)]
+        rows += [(k, v) for k, v in (item.get("notes") or {}).items()]
+        return "".join(f"<tr><th>{esc(label)}</th><td>{esc(value)}</td></tr>" for label, value in rows)
+
+    def decision_fields(item: dict) -> str:
+        """The photo a form decides, or every photo of an encounter's item."""
+        return f'<input type="hidden" name="photo" value="{item["hash"]}">' + "".join(
+            f'<input type="hidden" name="photos" value="{p["hash"]}">' for p in item["photos"]
+            if len(item["photos"]) > 1)
 
     def photo_view(cat: Catalogue, item: dict) -> str:
         digest = item["hash"]
@@ -223,26 +253,25 @@ def create_review_app(catalogue, require_token: bool = False, token: str | None 
         disabled = "" if decidable else " disabled"
         suggested_new = item["suggested_new_id"] or cat.store.fresh_id()
         suggestion = "a new individual" if item["suggested"] == "new" else item["suggested"]
-        facts = "".join(f"<tr><th>{label}</th><td>{esc(item[key])}</td></tr>"
-                        for label, key in (("Date", "date"), ("Location", "location"), ("Encounter", "encounter"),
-                                           ("Photographer", "photographer"), ("Status", "status")) if item.get(key))
         p_new = item["p_new"]
         out = [f'<div class="query" id="query" data-hash="{digest}">'
                f'<a href="#big-query"><img src="/photo/{digest}?h={QUERY_HEIGHT}" alt="query photo"></a>'
                f'<div class="facts"><h2 id="query-name" style="margin:.1em 0">{esc(item["name"])}</h2>'
                f'<div class="pnew">P(new individual) <span id="p-new">{"–" if p_new is None else f"{p_new:.2f}"}</span></div>'
                f'<div>suggested: <strong id="suggested">{esc(suggestion)}</strong></div>'
-               f'<table>{facts}</table><div class="names">{digest[:16]}…</div></div></div>'
+               f'<table>{facts(item)}</table><div class="names">{digest[:16]}…</div></div></div>'
                f'<div class="lightbox" id="big-query"><a href="#"><img loading="lazy" src="/photo/{digest}?h={BIG_HEIGHT}" '
                f'alt="query photo enlarged"></a><a href="#">close (Esc)</a></div>']
+        if len(item["photos"]) > 1:
+            out.append(encounter_strip(item))
         out.append(f'<div class="actions">'
                    f'<form method="post" action="/decide" class="decision">{csrf_field()}'
-                   f'<input type="hidden" name="photo" value="{digest}"><input type="hidden" name="kind" value="new">'
+                   f'{decision_fields(item)}<input type="hidden" name="kind" value="new">'
                    f'<label>New individual <input id="new-id" name="new_id" value="{esc(suggested_new)}" size="12"></label>'
                    f'<button id="decide-new" data-key="n" type="submit"{disabled}><kbd>n</kbd> New individual</button></form>')
         for kind, key, label in (("unsure", "u", "Not sure"), ("junk", "j", "Not usable")):
             out.append(f'<form method="post" action="/decide" class="decision">{csrf_field()}'
-                       f'<input type="hidden" name="photo" value="{digest}"><input type="hidden" name="kind" value="{kind}">'
+                       f'{decision_fields(item)}<input type="hidden" name="kind" value="{kind}">'
                        f'<button id="decide-{kind}" data-key="{key}" type="submit"{disabled}><kbd>{key}</kbd> {label}</button></form>')
         out.append(undo_form() + '</div>')
         if not review.lines:
@@ -254,8 +283,19 @@ def create_review_app(catalogue, require_token: bool = False, token: str | None 
             out.append("<p>No candidate: the catalogue holds no confirmed photo to compare with.</p>")
         return "".join(out)
 
+    def encounter_strip(item: dict) -> str:
+        """The encounter's photos: each opens large; each can still be decided alone (the photo view)."""
+        figures = "".join(
+            f'<figure class="photo"><a href="/photo/{p["hash"]}?h={BIG_HEIGHT}" target="_blank">'
+            f'<img src="/photo/{p["hash"]}?h=110" alt="{esc(p["name"])}"></a><br>{esc(p["name"])}'
+            f'<br><span class="names">{esc(p["date"] or "")}</span><br>'
+            f'<a href="/?view=photo&amp;photo={p["hash"]}">decide alone</a></figure>' for p in item["photos"])
+        return (f'<h3 id="encounter" data-photos="{len(item["photos"])}">Encounter {esc(item["encounter"])}: '
+                f'{len(item["photos"])} photos, ranked together (each candidate by its best photo); one decision '
+                f'applies to each</h3><div class="photos" id="encounter-photos">{figures}</div>')
+
     def candidate_view(cat: Catalogue, item: dict, k: int, c: dict, disabled: str) -> str:
-        digest = item["hash"]
+        digest = c.get("query") or item["hash"]  # the encounter's photo that scored this candidate best
         try:
             current = cat.store.resolve_individual(c["id"])
         except PipelineError:
@@ -264,14 +304,15 @@ def create_review_app(catalogue, require_token: bool = False, token: str | None 
         best = next((h for h in c.get("photos", []) if any(p["hash"] == h for p in photos)), None) \
             or (photos[0]["hash"] if photos else None)
         names = {p["hash"]: p["original_name"] for p in photos}
+        query_name = next((p["name"] for p in item["photos"] if p["hash"] == digest), item["name"])
         renamed = f' (now <a href="/individual/{quote(current)}">{esc(current)}</a>)' if current and current != c["id"] else ""
         info = (f'<div class="info"><h3>{k}. <a href="/individual/{quote(current or c["id"])}">{esc(c["id"])}</a>{renamed}</h3>'
                 f'<div class="score">score <strong>{c["score"]:.3f}</strong></div>'
-                f'<div class="names">query: {esc(item["name"])}<br>candidate: {esc(names.get(best, "–"))}</div>'
+                f'<div class="names">query: {esc(query_name)}<br>candidate: {esc(names.get(best, "–"))}</div>'
                 f'<div>{len(photos)} photo(s)</div>')
         if current:
             info += (f'<form method="post" action="/decide" class="decision">{csrf_field()}'
-                     f'<input type="hidden" name="photo" value="{digest}"><input type="hidden" name="kind" value="match">'
+                     f'{decision_fields(item)}<input type="hidden" name="kind" value="match">'
                      f'<input type="hidden" name="individual" value="{esc(current)}">'
                      f'<button id="match-{k}" data-key="{k}" type="submit"{disabled}><kbd>{k}</kbd> Same as {esc(current)}'
                      f'</button></form>')
@@ -291,7 +332,7 @@ def create_review_app(catalogue, require_token: bool = False, token: str | None 
                 f'<a href="#big-{k}"><img class="pair" src="{pair}?h={PAIR_HEIGHT}" '
                 f'alt="query beside {esc(names.get(best, ""))}"></a>{strip}</div></div>'
                 f'<div class="lightbox" id="big-{k}"><a href="#"><img loading="lazy" src="{pair}?h={BIG_HEIGHT}" '
-                f'alt="enlarged pair"></a><div>{esc(item["name"])} ↔ {esc(names.get(best, ""))} · '
+                f'alt="enlarged pair"></a><div>{esc(query_name)} ↔ {esc(names.get(best, ""))} · '
                 f'<a href="{pair}?h={BIG_HEIGHT}&amp;lines=0" target="_blank">without lines</a> · '
                 f'<a href="#">close (Esc)</a></div></div>')
 
@@ -397,20 +438,25 @@ def create_review_app(catalogue, require_token: bool = False, token: str | None 
         if refused:
             return refused
         photo = request.form.get("photo", "")
+        photos = request.form.getlist("photos") or [photo]
         kind = request.form.get("kind", "")
-        if not HASH.match(photo) or kind not in DECISIONS:
+        if not HASH.match(photo) or not all(HASH.match(p) for p in photos) or kind not in DECISIONS:
             return review_page(extra=[("error", "a decision names a photo and one of " + ", ".join(DECISIONS))],
                                status=400)
         individual = (request.form.get("individual") if kind == "match" else
                       (request.form.get("new_id") or "").strip() or None if kind == "new" else None)
         try:
-            result = review.catalogue().decide(photo, kind, name, individual)
+            result = review.catalogue().decide_photos(photos, kind, name, individual)
         except PipelineError as e:
-            message = str(e).split(": ", 1)[-1] if e.path is not None else str(e)
+            message = e.message if e.path is not None else str(e)
             conflict = "already decided" in message
             return review_page(None if conflict else photo, extra=[("error", message)], status=409 if conflict else 400)
         what = f"{kind} {result['individual']}" if result["individual"] else kind
-        flash("info", f"{result['name']}: {what} (decision {result['decision']} by {name}); z undoes it")
+        if len(result["photos"]) > 1:
+            flash("info", f"{len(result['photos'])} photos of the encounter: {what} (decisions "
+                          f"{result['decisions'][0]}–{result['decisions'][-1]} by {name}); z undoes them together")
+        else:
+            flash("info", f"{result['names'][0]}: {what} (decision {result['decisions'][0]} by {name}); z undoes it")
         return redirect("/", 303)
 
     @app.post("/undo")
@@ -422,7 +468,8 @@ def create_review_app(catalogue, require_token: bool = False, token: str | None 
             result = review.catalogue().undo(name)
         except PipelineError as e:
             return review_page(extra=[("error", str(e).split(": ", 1)[-1])], status=409)
-        flash("info", f"undid decision {result['of']} ({result['undid']}) by {name}")
+        together = f" and {len(result['photos']) - 1} more of its encounter" if len(result["photos"]) > 1 else ""
+        flash("info", f"undid decision {result['of']} ({result['undid']}){together} by {name}")
         if result["undid"] in DECISIONS and result["photo"]:
             return redirect(f"/?photo={result['photo']}", 303)
         if result["undid"] == "merge":

@@ -1,0 +1,141 @@
+"""`whale catalogue init`: what the lab has (sources.py) into a new catalogue, in one transaction.
+
+Each photo's date and position are its own (a spreadsheet's columns) or else its camera's (exif.py);
+its encounter is its own or the camera's time gap's (encounters.py). Its vectors come from the work
+folder when the source is the Kaggle layout the work folder was trained on, and are computed by the
+bundle's fold networks otherwise. The same bytes under two names are one photo known by both; a photo
+that does not decode, or the same photo given two ids, is passed over and named. A crash before the
+commit leaves an empty catalogue (its files are orphans the next open removes): init runs again."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import columns as C
+from pipeline.catalogue import exif
+from pipeline.catalogue.encounters import DEFAULT_GAP_MINUTES, Sighted, plan
+from pipeline.catalogue.intake import PassedOver
+from pipeline.catalogue.sources import Source
+from pipeline.catalogue.store import Store, content_hash, crash_point, descriptor_blobs, now, vector_blob
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+
+def import_source(store: Store, source: Source, work, bundle, species: dict, version: str,
+                  encounter_gap: float | None = None, progress: bool = False) -> list[PassedOver]:
+    """One transaction: every usable photo of the source, its fields, what its camera wrote, its
+    encounter and its vectors (from the work folder for the Kaggle layout it was trained on, else
+    computed by the bundle's networks). Returns what was passed over, each with its file or row."""
+    passed = list(source.passed)
+    gap = DEFAULT_GAP_MINUTES if encounter_gap is None else float(encounter_gap)
+    records = source.records
+    metas = [exif.read(r.path) for r in records]
+    planned = plan([Sighted(m.camera, m.taken, r.encounter) for m, r in zip(metas, records)], gap)
+    digests, first_of, keep = [], {}, []
+    for i, r in enumerate(records):
+        digest = content_hash(r.path.read_bytes())
+        digests.append(digest)
+        if digest in first_of:  # the same bytes twice: one photo, known by both names
+            earlier = records[first_of[digest]]
+            if earlier.individual != r.individual:
+                passed.append(r.refused(f"the same photo as {earlier.where}, which says "
+                                        f"{earlier.individual or 'no id'}; kept as that"))
+            continue
+        first_of[digest] = i
+        keep.append(i)
+    vectors, local, keep = _vectors(store, source, keep, work, bundle, progress, passed)
+    stamp = now()
+    with store.writing() as db:
+        store.set_setting(db, "species", species)
+        store.set_setting(db, "bundle_version", version)
+        store.set_setting(db, "encounter_gap_minutes", gap)
+        store.set_setting(db, "source", {"data": str(Path(source.root).resolve()), "kind": source.kind,
+                                         "work": str(Path(work).resolve())})
+        for row, i in enumerate(keep):
+            r, digest, meta = records[i], digests[i], metas[i]
+            known = r.individual is not None
+            if known and not db.execute("SELECT 1 FROM individuals WHERE id = ?", (r.individual,)).fetchone():
+                db.execute("INSERT INTO individuals (id, created_at, created_by) VALUES (?, ?, 'import')",
+                           (r.individual, stamp))
+            date, location, origin = exif.fill(r.date, r.location, meta)
+            encounter, by_gap = planned[i]
+            if by_gap:
+                origin["encounter"] = "time gap"
+            relative = store.write_file(r.path.read_bytes(), digest, r.path.suffix)
+            db.execute("INSERT INTO photos (hash, file, original_name, date, location, encounter, photographer, "
+                       "added_at, source, arrival, status, individual_id, camera, notes, origin) VALUES "
+                       "(?, ?, ?, ?, ?, ?, ?, ?, 'import', ?, ?, ?, ?, ?, ?)",
+                       (digest, relative, r.name, date, location, encounter, r.photographer, stamp, i,
+                        "confirmed" if known else "unidentified", r.individual, meta.camera,
+                        json.dumps(r.notes) if r.notes else None, json.dumps(origin) if origin else None))
+            for (model, fold), array in vectors.items():
+                db.execute("INSERT INTO embeddings VALUES (?, ?, ?, ?)", (digest, model, fold, vector_blob(array[row])))
+            for keypoints, arrays in local.items():
+                db.execute("INSERT INTO descriptors VALUES (?, ?, ?, ?)",
+                           (digest, keypoints, *descriptor_blobs(arrays[row])))
+        stored = {digests[i] for i in keep}
+        db.executemany("INSERT OR IGNORE INTO photo_names VALUES (?, ?)",
+                       [(r.name, d) for r, d in zip(records, digests) if d in stored])
+        crash_point("import_rows_written")
+        db.execute("INSERT INTO decisions (kind, reviewer, at, bundle_version, details) VALUES "
+                   "('import', 'import', ?, ?, ?)",
+                   (stamp, version, json.dumps({"data": str(source.root), "kind": source.kind,
+                                                "photos": len(keep), "linked": len(records) - len(first_of),
+                                                "passed_over": len(passed)})))
+    log.info("catalogue %s: %d photos imported from %s (%s), %d linked by content hash, %d passed over, bundle %s",
+             store.folder, len(keep), source.root, source.kind, len(records) - len(first_of), len(passed),
+             version)
+    return passed
+
+
+def _vectors(store: Store, source: Source, keep: list[int], work, bundle, progress: bool, passed: list):
+    """((model, fold) -> vectors, keypoints -> descriptors, the kept records' indexes), one row per kept
+    record: read from the work folder for its own Kaggle layout, else computed (a photo that does not
+    decode is passed over, named)."""
+    records = source.records
+    if source.kind == "kaggle":
+        from pipeline.io.paths import embedding_dir
+        from pipeline.retrieval.embeddings import load_embeddings
+        from pipeline.retrieval.local_features import DescriptorStore
+
+        names = [records[i].name for i in keep]
+        vectors = {(m.name, f): load_embeddings(embedding_dir(work, m.name, f), names, C.TRAIN)
+                   for m in bundle.models for f in m.checkpoints}
+        local = {k: DescriptorStore.open(work, k).get(names, C.TRAIN) for k in bundle.descriptors}
+        return vectors, local, keep
+    from pipeline.bundle import Bundle
+    from pipeline.progress import Progress
+    from pipeline.retrieval.identify import Identifier
+
+    identifier = Identifier(bundle=Bundle.load(store.folder / "bundle"))
+    vectors: dict = {}
+    local: dict = {}
+    usable = []
+    bar = Progress(len(keep), "embedding the catalogue", unit="photo") if progress else None
+    for start in range(0, len(keep), 32):
+        part, photos = [], []
+        for i in keep[start:start + 32]:
+            try:
+                photos.append(identifier.load_photo(records[i].path))
+                part.append(i)
+            except PipelineError as e:
+                passed.append(records[i].refused(e.message))
+        if photos:
+            for key, array in identifier.embed(photos).items():
+                vectors.setdefault(key, []).append(array)
+            for key, arrays in identifier.local_descriptors(photos).items():
+                local.setdefault(key, []).extend(arrays)
+            usable += part
+        if bar:
+            bar.update(len(keep[start:start + 32]))
+    if bar:
+        bar.close()
+    if not usable:
+        first = passed[-1] if passed else None
+        raise PipelineError("no photo of it could be used" + (f"; the last: {first.where}: {first.reason}" if first
+                                                              else ""), source.root)
+    return {k: np.concatenate(v) for k, v in vectors.items()}, local, usable
