@@ -57,6 +57,44 @@ def test_kill_9_during_a_migration_leaves_the_old_schema_and_the_next_open_migra
     assert store.check()["integrity"] == "ok"
 
 
+def test_opening_deletes_only_its_own_orphans_never_a_users_file(tmp_path):
+    """Store.open removes what a dead add left (files named as write_file names them), and nothing else
+    that lies under photos/: a lab whose own photos are in FOLDER/photos/ keeps every one."""
+    from pipeline.catalogue.store import Store
+
+    folder = tmp_path / "lab"
+    theirs = [folder / "photos" / "HW-0042" / "a.jpg", folder / "photos" / "b.jpg", folder / "photos" / "ab" / "c.jpg",
+              folder / "photos" / "cd" / ("ab" * 32 + ".jpg")]  # a hash's name in the wrong folder
+    ours = [folder / "photos" / "ab" / ("ab" * 32 + ".jpg"), folder / "photos" / "ab" / (".ab" + "0" * 62 + ".0123abcd.tmp")]
+    for path in theirs + ours:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    store = Store.open(folder, create=True)
+    assert sorted(store.remove_orphans()) == [] and all(p.is_file() for p in theirs)
+    assert not any(p.exists() for p in ours)
+    assert store.check()["files_not_listed"] == sorted(str(p.relative_to(folder)) for p in theirs)
+
+
+def test_init_refuses_a_folder_that_is_not_a_catalogues_and_deletes_nothing(tmp_path):
+    """`catalogue init --catalogue LAB --from LAB/photos`: refused, naming the folder and what is in it,
+    before anything is made; the lab's photos are all still there."""
+    from pipeline.catalogue.catalogue import Catalogue
+    from pipeline.errors import PipelineError
+
+    lab = tmp_path / "lab"
+    photo = lab / "photos" / "HW-0042" / "a.jpg"
+    photo.parent.mkdir(parents=True)
+    photo.write_bytes(b"x")
+    (lab / "notes.txt").write_text("our catalogue")
+    with pytest.raises(PipelineError, match="not a catalogue's .*notes.txt.*new or empty folder") as e:
+        Catalogue.init(lab, lab / "photos", tmp_path / "work")
+    assert str(lab) in str(e.value)
+    (lab / "notes.txt").unlink()
+    with pytest.raises(PipelineError, match="photos/HW-0042/a.jpg"):
+        Catalogue.init(lab, lab / "photos", tmp_path / "work")
+    assert photo.read_bytes() == b"x" and sorted(p.name for p in lab.iterdir()) == ["photos"]
+
+
 def test_a_newer_catalogue_is_refused(tmp_path):
     from pipeline.catalogue.store import SCHEMA_VERSION, Store
     from pipeline.errors import PipelineError

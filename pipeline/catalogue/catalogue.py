@@ -20,7 +20,8 @@ from pipeline.catalogue import exif
 from pipeline.catalogue.importer import import_source
 from pipeline.catalogue.intake import gather
 from pipeline.catalogue.matching import CatalogueMatcher, Ranking, ranking_json
-from pipeline.catalogue.store import Store, content_hash, crash_point, descriptor_blobs, now, vector_blob
+from pipeline.catalogue.store import (Store, content_hash, crash_point, descriptor_blobs, foreign_entries, now,
+                                      vector_blob)
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,11 @@ class Catalogue:
         from pipeline.io.paths import embedded_models
 
         folder = Path(folder)
+        foreign = foreign_entries(folder)
+        if foreign:
+            raise PipelineError(f"this folder holds files that are not a catalogue's ({', '.join(foreign[:3])}"
+                                f"{', ...' if len(foreign) > 3 else ''}): make the catalogue in a new or empty "
+                                "folder", folder)
         if (folder / "catalogue.db").is_file():
             existing = Store.open(folder)
             count = existing.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]

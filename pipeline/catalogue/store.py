@@ -9,7 +9,8 @@ stored once under its content hash.
 Consistency under kill -9: a photo's file is written to a temporary name, flushed and renamed into
 place before the transaction that lists it commits; a file the database does not list can therefore
 only be the remains of an add that died, and `Store.open` deletes it (holding the writers' lock, so no
-add in flight is mistaken for one). Every change is one transaction; a decision is a row, never an
+add in flight is mistaken for one) if it bears a name write_file gives: a file of the user's under
+photos/ is never deleted, and init refuses a folder that holds anything a catalogue does not put there. Every change is one transaction; a decision is a row, never an
 edit in place (the photos' status and individual are the decisions' projection, updated in the same
 transaction)."""
 from __future__ import annotations
@@ -20,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import sqlite3
@@ -79,6 +81,34 @@ MIGRATIONS: dict[int, list[str]] = {
 SCHEMA_VERSION = max(MIGRATIONS)
 DB_NAME = "catalogue.db"
 PHOTOS = "photos"
+OWN_FILE = re.compile(r"^([0-9a-f]{64})(\.[a-z0-9]+)?$")  # a stored photo: <sha256>.ext
+OWN_TMP = re.compile(r"^\.([0-9a-f]{64})\.[0-9a-f]{8}\.tmp$")  # write_file's temporary name
+# What a catalogue folder holds; init refuses a folder holding anything else (a lab's own folder).
+OWN_ENTRIES = {DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", DB_NAME + "-journal", "catalogue.lock", PHOTOS,
+               "bundle", "bundle.tmp", "bundle.new", "bundle.old", "bundle.new.tmp"}
+
+
+def own_file(folder: Path, path: Path) -> bool:
+    """Whether `path` has a name Store.write_file gives (PHOTOS/ab/<sha256>.ext, or its temporary
+    .<sha256>.<8 hex>.tmp): only such a file is ever deleted as an orphan, never a file of the user's
+    that happens to lie under PHOTOS."""
+    if path.parent.parent != Path(folder) / PHOTOS:
+        return False
+    name = OWN_TMP.match(path.name) or OWN_FILE.match(path.name)
+    return bool(name) and name.group(1)[:2] == path.parent.name
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """What a would-be catalogue folder holds that no catalogue puts there (init refuses such a folder:
+    it is someone's own, and a catalogue's files would mix with theirs)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return [] if not folder.exists() else [folder.name]
+    foreign = sorted(p.name for p in folder.iterdir() if p.name not in OWN_ENTRIES)
+    if (folder / PHOTOS).is_dir():
+        foreign += sorted(str(p.relative_to(folder)) for p in (folder / PHOTOS).rglob("*")
+                          if p.is_file() and not own_file(folder, p))
+    return foreign
 
 
 def crash_point(name: str) -> None:
@@ -169,7 +199,7 @@ class Store:
                 listed = {r[0] for r in self.db.execute("SELECT file FROM photos")}
                 removed = []
                 for path in (self.folder / PHOTOS).rglob("*"):
-                    if path.is_file() and str(path.relative_to(self.folder)) not in listed:
+                    if path.is_file() and str(path.relative_to(self.folder)) not in listed and own_file(self.folder, path):
                         path.unlink()
                         removed.append(str(path))
                 return removed
