@@ -394,3 +394,43 @@ def test_kill_9_during_an_encounter_decision_changes_none_of_its_photos(catalogu
         assert [r[0] for r in con.execute("SELECT status FROM photos WHERE encounter = ?", (encounter,))] == \
                ["pending"] * 3
         assert not con.execute("SELECT 1 FROM decisions WHERE kind = 'new'").fetchone()
+
+
+def test_init_from_another_kaggle_layout_embeds_its_photos_never_the_work_folders_by_name(catalogue, trained_tiny,
+                                                                                          tmp_path, capsys):
+    """The catalogue's own Kaggle export (its photos under new names) and a layout whose names are the work
+    folder's but two photos are swapped: each photo's vectors are its own (as the work folder's for the same
+    bytes), never the work folder's rows looked up by name."""
+    import shutil
+
+    import numpy as np
+
+    from pipeline.catalogue.store import Store
+
+    data, work = trained_tiny
+    code, out, err = run(capsys, "catalogue", "export", "--catalogue", catalogue, "--format", "kaggle", "--out",
+                         tmp_path / "export")
+    assert code == 0, err
+    swapped = tmp_path / "swapped"
+    shutil.copytree(data, swapped)
+    names = pd.read_csv(data / "train.csv")[C.IMAGE].tolist()
+    sizes = {n: Image.open(data / "train" / n).size for n in names}
+    a = names[0]
+    b = next(n for n in names if sizes[n] != sizes[a])
+    shutil.copyfile(data / "train" / a, swapped / "train" / b)
+    shutil.copyfile(data / "train" / b, swapped / "train" / a)
+    original = Store.open(catalogue)
+
+    def vectors(store):
+        rows = store.db.execute("SELECT hash, vector FROM embeddings WHERE fold = 0").fetchall()
+        return {h: np.frombuffer(v, dtype=np.float32) for h, v in rows}
+
+    expected = vectors(original)
+    for source in (tmp_path / "export", swapped):
+        folder = tmp_path / f"from-{source.name}"
+        code, out, err = run(capsys, "catalogue", "init", "--catalogue", folder, "--from", source, "--work", work)
+        assert code == 0, err
+        got = vectors(Store.open(folder))
+        assert set(got) <= set(expected) and len(got) > 0
+        far = [h for h in got if not np.allclose(got[h], expected[h], atol=2e-3)]
+        assert not far, f"{len(far)} of {len(got)} photos' vectors are not their own"

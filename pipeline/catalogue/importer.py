@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from pipeline import columns as C
 from pipeline.catalogue import exif
@@ -92,12 +93,36 @@ def import_source(store: Store, source: Source, work, bundle, species: dict, ver
     return passed
 
 
+def _work_holds(work, records) -> bool:
+    """Whether the work folder's cache holds these photos (each record's name in its train split, with
+    the same width and height, read from the photo's header): then the work folder's vectors are theirs.
+    Any other Kaggle layout (the catalogue's own Kaggle export, a newer train set) is embedded anew."""
+    from PIL import Image
+
+    manifest = Path(work) / "cache" / "manifest.parquet"
+    if not manifest.is_file():
+        return False
+    table = pd.read_parquet(manifest, columns=[C.IMAGE, C.SPLIT, C.WIDTH, C.HEIGHT])
+    table = table[table[C.SPLIT] == C.TRAIN].drop_duplicates(C.IMAGE).set_index(C.IMAGE)
+    for r in records:
+        if r.name not in table.index:
+            return False
+        try:
+            with Image.open(r.path) as img:
+                size = img.size[::-1] if img.getexif().get(0x0112) in (5, 6, 7, 8) else img.size
+        except Exception:  # noqa: BLE001 - not readable here: let the networks' decoding name it
+            return False
+        if tuple(size) != (int(table.at[r.name, C.WIDTH]), int(table.at[r.name, C.HEIGHT])):
+            return False
+    return True
+
+
 def _vectors(store: Store, source: Source, keep: list[int], work, bundle, progress: bool, passed: list):
     """((model, fold) -> vectors, keypoints -> descriptors, the kept records' indexes), one row per kept
-    record: read from the work folder for its own Kaggle layout, else computed (a photo that does not
-    decode is passed over, named)."""
+    record: read from the work folder for its own Kaggle layout (_work_holds), else computed (a photo
+    that does not decode is passed over, named)."""
     records = source.records
-    if source.kind == "kaggle":
+    if source.kind == "kaggle" and _work_holds(work, [records[i] for i in keep]):
         from pipeline.io.paths import embedding_dir
         from pipeline.retrieval.embeddings import load_embeddings
         from pipeline.retrieval.local_features import DescriptorStore
