@@ -199,8 +199,8 @@ def test_an_encounter_is_one_item_ranked_over_its_photos_and_decided_and_undone_
 
 def individual_folders(root, data, limit=12):
     """The tiny set's train photos as a lab keeps them: HW-<id>/<photo> per individual, Unknown/ for
-    new_whale, with what a shared drive gathers (.DS_Store, a note at the top, a photo cut short, a
-    folder whose name has a space)."""
+    new_whale, with what a shared drive gathers (.DS_Store, a note and a photo at the top, a photo cut
+    short, a folder whose name has a space)."""
     train = pd.read_csv(data / "train.csv")
     chosen = train[train[C.ID] != C.NEW_WHALE][C.ID].drop_duplicates().iloc[:limit]
     rows = train[train[C.ID].isin(chosen) | (train[C.ID] == C.NEW_WHALE)]
@@ -212,6 +212,7 @@ def individual_folders(root, data, limit=12):
     (root / "README.txt").write_text("our catalogue")
     first = root / f"HW-{chosen.iloc[0]}" / "2019"
     whole = sorted(first.iterdir())[0].read_bytes()
+    (root / "stray.jpg").write_bytes(whole)
     (first / "cut.jpg").write_bytes(whole[:len(whole) // 3])
     (root / "HW 77").mkdir()
     (root / "HW 77" / "x.jpg").write_bytes(whole)
@@ -226,7 +227,9 @@ def test_init_from_a_folder_per_individual(trained_tiny, tmp_path, capsys):
     folder = tmp_path / "cat"
     code, out, err = run(capsys, "catalogue", "init", "--catalogue", folder, "--from", tmp_path / "lab", "--work", work)
     assert code == 2, err  # two photos refused; the others are in
-    assert f"skipped {tmp_path / 'lab' / 'README.txt'}: not in an individual's folder" in out
+    assert f"skipped {tmp_path / 'lab' / 'README.txt'}: .txt is not a photo type" in out
+    assert f"skipped {tmp_path / 'lab' / '.DS_Store'}: system file" in out
+    assert f"skipped {tmp_path / 'lab' / 'stray.jpg'}: a photo not in an individual's folder" in out
     assert "cut.jpg: cannot decode image" in out
     assert f"refused {tmp_path / 'lab' / 'HW 77' / 'x.jpg'}: the folder's name 'HW 77' contains white space" in out
     store = Store.open(folder)

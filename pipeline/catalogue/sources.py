@@ -26,7 +26,7 @@ import pandas as pd
 
 from pipeline import columns as C
 from pipeline.catalogue.exports import lat_lon
-from pipeline.catalogue.intake import PassedOver, gather, hidden_folder
+from pipeline.catalogue.intake import PassedOver, gather, hidden_folder, skip_reason
 from pipeline.errors import PipelineError
 
 UNIDENTIFIED_FOLDERS = ("unidentified", "unknown", "unmatched", "new_whale", "no_id")
@@ -206,8 +206,8 @@ def read_folders(root: Path) -> Source:
     passed: list[PassedOver] = []
     for child in sorted(root.iterdir(), key=lambda p: p.name):
         if child.is_file():
-            passed.append(PassedOver(child, "not in an individual's folder (put photos without an id in "
-                                            f"{UNIDENTIFIED_FOLDERS[0]}/)"))
+            passed.append(PassedOver(child, skip_reason(child) or "a photo not in an individual's folder (put "
+                                            f"photos without an id in {UNIDENTIFIED_FOLDERS[0]}/)"))
             continue
         if hidden_folder(child):
             passed.append(PassedOver(child, "hidden or system folder"))
