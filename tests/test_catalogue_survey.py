@@ -437,3 +437,31 @@ def test_init_from_another_kaggle_layout_embeds_its_photos_never_the_work_folder
         assert set(got) <= set(expected) and len(got) > 0
         far = [h for h in got if not np.allclose(got[h], expected[h], atol=2e-3)]
         assert not far, f"{len(far)} of {len(got)} photos' vectors are not their own"
+
+
+def test_init_names_a_photo_it_cannot_read_and_imports_the_others(trained_tiny, tmp_path, capsys, monkeypatch):
+    """A photo that cannot be read (no permission, a failing disk) is refused by name, never a traceback
+    that stops the import."""
+    from pathlib import Path
+
+    from pipeline.catalogue.store import Store
+
+    data, work = trained_tiny
+    rows = individual_folders(tmp_path / "lab", data, limit=3)
+    bad = sorted(p for p in (tmp_path / "lab").glob("HW-*/2019/*.jpg") if p.name != "cut.jpg")[-1]
+    read_bytes = Path.read_bytes
+
+    def failing(self):
+        if self == bad:
+            raise PermissionError(13, "Permission denied", str(self))
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", failing)
+    code, out, err = run(capsys, "catalogue", "init", "--catalogue", tmp_path / "cat", "--from", tmp_path / "lab",
+                         "--work", work)
+    assert code == 2, err
+    assert f"refused {bad}: cannot read it: Permission denied" in out
+    store = Store.open(tmp_path / "cat")
+    names = {r[0] for r in store.db.execute("SELECT original_name FROM photos")}
+    assert bad.name not in names and len(names) >= len(rows) - 1
+    assert store.check() == {"integrity": "ok", "files_not_listed": [], "rows_without_file": []}

@@ -38,7 +38,12 @@ def import_source(store: Store, source: Source, work, bundle, species: dict, ver
     planned = plan([Sighted(m.camera, m.taken, r.encounter) for m, r in zip(metas, records)], gap)
     digests, first_of, keep = [], {}, []
     for i, r in enumerate(records):
-        digest = content_hash(r.path.read_bytes())
+        try:
+            digest = content_hash(r.path.read_bytes())
+        except OSError as e:  # unreadable (no permission, a failing disk): this photo only
+            digests.append(None)
+            passed.append(r.refused(f"cannot read it: {e.strerror or e}"))
+            continue
         digests.append(digest)
         if digest in first_of:  # the same bytes twice: one photo, known by both names
             earlier = records[first_of[digest]]
@@ -66,7 +71,12 @@ def import_source(store: Store, source: Source, work, bundle, species: dict, ver
             encounter, by_gap = planned[i]
             if by_gap:
                 origin["encounter"] = "time gap"
-            relative = store.write_file(r.path.read_bytes(), digest, r.path.suffix)
+            try:
+                data = r.path.read_bytes()
+            except OSError as e:  # it was read a moment ago: roll back, name it, import nothing
+                raise PipelineError(f"cannot read it any more ({e.strerror or e}); nothing was imported: run init "
+                                    "again", r.path) from None
+            relative = store.write_file(data, digest, r.path.suffix)
             db.execute("INSERT INTO photos (hash, file, original_name, date, location, encounter, photographer, "
                        "added_at, source, arrival, status, individual_id, camera, notes, origin) VALUES "
                        "(?, ?, ?, ?, ?, ?, ?, ?, 'import', ?, ?, ?, ?, ?, ?)",
