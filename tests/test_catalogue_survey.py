@@ -465,3 +465,29 @@ def test_init_names_a_photo_it_cannot_read_and_imports_the_others(trained_tiny, 
     names = {r[0] for r in store.db.execute("SELECT original_name FROM photos")}
     assert bad.name not in names and len(names) >= len(rows) - 1
     assert store.check() == {"integrity": "ok", "files_not_listed": [], "rows_without_file": []}
+
+
+def test_a_photo_added_meanwhile_by_another_is_refused_by_name_and_the_batch_goes_on(catalogue, trained_tiny,
+                                                                                      monkeypatch):
+    """Two adds of one photo at once (the page and the command line): the one that commits second refuses
+    it, naming the stored photo, instead of failing on the database's key and stopping its batch."""
+    from pipeline.catalogue.catalogue import Catalogue
+
+    data, work = trained_tiny
+    names = pd.read_csv(data / "sample_submission.csv")[C.IMAGE].iloc[:2]
+    photos = [data / "test" / n for n in names]
+    cat, other = Catalogue.open(catalogue), Catalogue.open(catalogue)
+    rank, raced = cat.matcher.rank, []
+
+    def racing(*args, **kwargs):  # between this add's check and its write, the other stores the photo
+        if not raced:
+            raced.append(other.add([photos[0]])[0])
+        return rank(*args, **kwargs)
+
+    monkeypatch.setattr(cat.matcher, "rank", racing)
+    first, second = cat.add(photos)
+    assert raced[0].ranking is not None
+    assert first.refused and first.refused.startswith(f"already in the catalogue as {names.iloc[0]}")
+    assert second.ranking is not None and second.refused is None
+    count = cat.store.db.execute("SELECT COUNT(*) FROM photos WHERE source = 'add'").fetchone()[0]
+    assert count == 2 and cat.store.check()["files_not_listed"] == []

@@ -194,12 +194,9 @@ class Catalogue:
         matcher = self.matcher
         data = path.read_bytes()
         digest = content_hash(data)
-        existing = self.store.db.execute("SELECT original_name, added_at, status, individual_id FROM photos "
-                                         "WHERE hash = ?", (digest,)).fetchone()
-        if existing is not None:
-            what = existing["individual_id"] or existing["status"]
-            return Added(path.name, digest, refused=f"already in the catalogue as {existing['original_name']} "
-                                                    f"({what}, added {existing['added_at']})", path=path)
+        stored = self._stored_already(self.store.db, path, digest)
+        if stored is not None:
+            return stored
         try:
             photo = matcher.identifier.load_photo(path)  # the same decoding and errors as preprocess
         except PipelineError as e:
@@ -210,6 +207,9 @@ class Catalogue:
         if by_gap:
             origin["encounter"] = "time gap"
         with self.store.writing() as db:
+            stored = self._stored_already(db, path, digest)  # added meanwhile (the page, another add)
+            if stored is not None:
+                return stored
             relative = self.store.write_file(data, digest, path.suffix)
             db.execute("INSERT INTO photos (hash, file, original_name, date, location, encounter, photographer, "
                        "added_at, source, arrival, status, camera, origin) VALUES "
@@ -225,6 +225,17 @@ class Catalogue:
             self._write_ranking(db, digest, ranking)
         crash_point("committed")
         return Added(path.name, digest, ranking, path=path, encounter=encounter)
+
+    @staticmethod
+    def _stored_already(db, path: Path, digest: str) -> Added | None:
+        """The refusal of a photo whose bytes the catalogue holds already, naming what it holds."""
+        existing = db.execute("SELECT original_name, added_at, status, individual_id FROM photos WHERE hash = ?",
+                              (digest,)).fetchone()
+        if existing is None:
+            return None
+        what = existing["individual_id"] or existing["status"]
+        return Added(path.name, digest, refused=f"already in the catalogue as {existing['original_name']} "
+                                                f"({what}, added {existing['added_at']})", path=path)
 
     def _write_ranking(self, db, digest: str, ranking: Ranking) -> None:
         db.execute("INSERT OR REPLACE INTO rankings VALUES (?, ?, ?, ?, ?, ?, ?)",
