@@ -2,7 +2,7 @@
 #   make all DATA=../shared/data/nyala WORK=/tmp/nyala BUDGET=2 SUBMISSION=/tmp/nyala/sub.csv
 DATA ?= data
 WORK ?= work
-MODEL ?= coupled_clusters
+MODEL ?= lite0_head
 FOLDS ?= all
 BUDGET ?=
 SUBMISSION ?= submissions/submission.csv

@@ -60,6 +60,11 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--model", default=None, help="the recipe to measure (default: the default recipe)")
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--no-zero-shot", action="store_true")
+    parser.add_argument("--sift", action=argparse.BooleanOptionalAction, default=None,
+                        help="run the SIFT peer (default: with --quick only; on humpback it compares every test "
+                             "photo with every train photo, hours on 2 cores)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="a config override for every row")
     parser.add_argument("--work", type=Path, default=None, help="keep the work folders here")
     args = parser.parse_args()
     os.environ.setdefault("WHALE_PROGRESS", "off")
@@ -75,9 +80,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-humpback-") as tmp:
         root = args.work or Path(tmp)
-        bench = Bench(data, root / name, [f"folds.n_folds={args.folds}"])
+        bench = Bench(data, root / name, [f"folds.n_folds={args.folds}", *args.overrides])
         bench.prepare()
-        for recipe, budget in ((model, args.budget), (ZERO_SHOT, None)):
+        for recipe, budget in ((model, args.budget), *(() if args.no_zero_shot else ((ZERO_SHOT, None),))):
             spent = bench.model(recipe, budget or 0.0)
             rows.append({**bench.row(f"{recipe}{' (default)' if recipe == DEFAULT_MODEL else ''}", recipe, spent),
                          **throughput(bench.work, recipe)})
@@ -96,7 +101,7 @@ def main() -> None:
                 rows.append({"set": name, "predictions": f"PML {loss} ({tune}), lite0 ImageNet",
                              "train min": round((time.time() - t0) / 60, 2), "test": score})
                 print(pd.DataFrame(rows[-1:]).to_string(index=False), flush=True)
-        if not args.no_peers and SIFT_PEER.is_file():
+        if not args.no_peers and SIFT_PEER.is_file() and (args.quick if args.sift is None else args.sift):
             t0 = time.time()
             score = _peer_score(SIFT_PEER, [str(data), "--side", "200", "--out", str(root / "sift.csv")],
                                 r"test MAP@5 ([0-9.]+)")

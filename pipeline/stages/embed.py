@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> None:
         for split in (C.TRAIN, C.TEST):
             part = cache.split(split)
             if pooled is not None:
-                vectors = embed_pooled(model, pooled, part[C.ROW].to_numpy(), bool(e["flip_tta"]))
+                vectors = embed_pooled(model, pooled, part[C.ROW].to_numpy(), bool(e["flip_tta"]), device)
             else:
                 vectors = embed_rows(model, cache.images, part[C.ROW].to_numpy(), int(e["batch_size"]),
                                      bool(e["flip_tta"]), device, desc=f"embed fold {fold} {split}",

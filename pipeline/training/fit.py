@@ -128,9 +128,10 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
     head = {}
     if head_epochs and state is None:  # a resumed run's checkpoint already holds the trained head
         started = time.monotonic()
-        features = frozen_features(model.to(device), cache, rows, flipped, int(cfg["embed"]["batch_size"]),
+        head_rows, head_flipped, head_labels = head_items(rows, flipped, labels, t)
+        features = frozen_features(model.to(device), cache, head_rows, head_flipped, int(cfg["embed"]["batch_size"]),
                                    device)
-        head = fit_head(model, loss, features, labels, cfg, seed)
+        head = fit_head(model, loss, features, head_labels, cfg, seed)
         head["head_total_seconds"] = round(time.monotonic() - started, 1)
         if budget is not None:  # the features' and the head's minutes come out of the budget
             budget = max(0.0, float(budget) - head["head_total_seconds"] / 60)
@@ -179,6 +180,16 @@ def fit(cfg: dict, cache: ImageCache, folds: pd.DataFrame, fold: int | None, out
             "final_loss": trainer.history[-1]["loss"] if trainer.history else None, "whales": len(whales),
             "photos": len(rows), "device": str(device), "processes": dist.world,
             "precision": precision_name(precision), "skipped_steps": trainer.skipped_steps, **head}
+
+
+def head_items(rows: np.ndarray, flipped: np.ndarray, labels: np.ndarray, train_cfg: dict):
+    """What the head learns from: the training items, and with train.head_mirrors their mirror images
+    as the same whale (an augmentation that costs nothing: the mirrored features are computed anyway),
+    unless the items already hold the mirrors as whales of their own (sampler.flip_as_new_identity)."""
+    if not train_cfg["head_mirrors"] or np.asarray(flipped).any():
+        return rows, flipped, labels
+    return (np.concatenate([rows, rows]), np.concatenate([np.zeros(len(rows), bool), np.ones(len(rows), bool)]),
+            np.concatenate([labels, labels]))
 
 
 @torch.no_grad()

@@ -72,7 +72,7 @@ def fit_head(model, loss: nn.Module, features: torch.Tensor, labels: np.ndarray,
             total, count = total + float(value.detach()), count + 1
     fold_standardisation(model.neck, mean, std)
     seconds = time.monotonic() - started
-    log.info("head: %d epochs, %d steps on %d frozen features in %.0fs, loss %.4f", epochs, step, len(x), seconds,
+    log.info("%d epochs, %d steps on %d frozen features in %.0fs, loss %.4f", epochs, step, len(x), seconds,
              total / max(1, count))
     return {"head_epochs": epochs, "head_steps": step, "head_loss": round(total / max(1, count), 6),
             "head_seconds": round(seconds, 1)}
