@@ -153,6 +153,26 @@ def test_a_survey_folder_is_walked_and_what_is_not_a_photo_is_named(tmp_path):
     assert reasons["missing.jpg"] == ("file not found", True)
 
 
+def test_a_broken_link_in_a_survey_is_listed_with_its_reason(tmp_path):
+    """A link to a photo on a drive that is not mounted is refused by name (the photo is lost to this
+    add), a broken link to a sidecar skipped as a sidecar; neither vanishes from the list."""
+    from pipeline.catalogue.intake import gather
+    from tests.conftest import exif_photo
+
+    card = tmp_path / "card"
+    exif_photo(card / "IMG_0001.JPG")
+    (card / "IMG_0002.JPG").symlink_to(tmp_path / "unmounted" / "IMG_0002.JPG")
+    (card / "IMG_0002.xmp").symlink_to(tmp_path / "unmounted" / "IMG_0002.xmp")
+    (tmp_path / "given.jpg").symlink_to(tmp_path / "gone.jpg")
+    photos, passed = gather([card, tmp_path / "given.jpg"])
+    assert [p.name for p in photos] == ["IMG_0001.JPG"]
+    reasons = {p.path.name: (p.reason, p.refused) for p in passed}
+    target = tmp_path / "unmounted" / "IMG_0002.JPG"
+    assert reasons["IMG_0002.JPG"] == (f"a broken link (to {target}, which cannot be opened)", True)
+    assert reasons["IMG_0002.xmp"][0].endswith("sidecar file (.xmp)") and not reasons["IMG_0002.xmp"][1]
+    assert reasons["given.jpg"][0].startswith("a broken link") and reasons["given.jpg"][1]
+
+
 def test_encounters_are_planned_by_camera_and_time_gap():
     from datetime import datetime, timedelta
 

@@ -8,10 +8,13 @@ the photos to try and the files passed over, each with its reason.
     hidden and system folders (.Trashes,         skipped whole, listed once
       .Spotlight-V100, __MACOSX, $RECYCLE.BIN)
     anything else                                skipped: not a photo type
+    a broken link (its target is missing)        refused when its name is a photo type, else skipped
+    a pipe, socket or device                     skipped
     a path that does not exist                   refused: file not found"""
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +58,18 @@ def _photos_by_stem(folder: Path) -> dict[str, str]:
     return {p.stem: p.name for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
 
 
+def broken_link(path: Path) -> PassedOver:
+    """A link whose target cannot be read (gone, an unmounted drive, a loop): refused when it stands for
+    a photo, else skipped as its name says."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    reason = f"a broken link (to {target}, which cannot be opened)"
+    other = skip_reason(path)
+    return PassedOver(path, f"{reason}; {other}" if other else reason, refused=other is None)
+
+
 def hidden_folder(path: Path) -> bool:
     return path.name.startswith(".") or path.name.lower() in SYSTEM_FOLDERS
 
@@ -86,6 +101,10 @@ def gather(paths) -> tuple[list[Path], list[PassedOver]]:
                     visit_folder(child)
             elif child.is_file():
                 visit_file(child)
+            elif child.is_symlink():
+                passed.append(broken_link(child))
+            else:
+                passed.append(PassedOver(child, "not a regular file (a pipe, socket or device)"))
 
     _photos_by_stem.cache_clear()  # a folder's listing is cached for one walk only
     for given in paths:
@@ -94,6 +113,8 @@ def gather(paths) -> tuple[list[Path], list[PassedOver]]:
             visit_folder(path)
         elif path.is_file():
             visit_file(path)
+        elif path.is_symlink():
+            passed.append(broken_link(path))
         else:
             passed.append(PassedOver(path, "file not found", refused=True))
     return photos, passed
