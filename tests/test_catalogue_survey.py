@@ -232,6 +232,11 @@ def test_init_from_a_folder_per_individual(trained_tiny, tmp_path, capsys):
     assert f"skipped {tmp_path / 'lab' / 'stray.jpg'}: a photo not in an individual's folder" in out
     assert "cut.jpg: cannot decode image" in out
     assert f"refused {tmp_path / 'lab' / 'HW 77' / 'x.jpg'}: the folder's name 'HW 77' contains white space" in out
+    # Every HW-<id>/ holds only 2019/: the ids are still the HW folders' names, and a warning says so.
+    warning = next(line for line in out.splitlines() if line.startswith("warning: "))
+    nested = sorted(f"HW-{w}" for w in rows.loc[rows[C.ID] != C.NEW_WHALE, C.ID].unique())
+    assert f"{len(nested)} top folder(s)" in warning and f"{nested[0]!r}" in warning
+    assert f"{nested[0]}/2019" in warning and "gets that folder's name as its id" in warning
     store = Store.open(folder)
     assert store.check() == {"integrity": "ok", "files_not_listed": [], "rows_without_file": []}
     statuses = dict(store.db.execute("SELECT status, COUNT(*) FROM photos GROUP BY status").fetchall())

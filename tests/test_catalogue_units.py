@@ -173,6 +173,27 @@ def test_a_broken_link_in_a_survey_is_listed_with_its_reason(tmp_path):
     assert reasons["given.jpg"][0].startswith("a broken link") and reasons["given.jpg"][1]
 
 
+def test_a_top_folder_holding_only_sub_folders_is_named_in_a_warning(tmp_path):
+    """PATH/2019/HW-0042/...: the id is the top folder's name ("2019"), and the warning names that folder
+    and an example of what it files under it; a folder per individual with photos of its own warns nothing."""
+    from pipeline.catalogue.sources import read_source
+    from tests.conftest import exif_photo
+
+    lab = tmp_path / "lab"
+    exif_photo(lab / "2019" / "HW-0042" / "a.jpg")
+    exif_photo(lab / "2019" / "HW-0043" / "b.jpg", seed=1)
+    exif_photo(lab / "HW-0050" / "c.jpg", seed=2)
+    exif_photo(lab / "unknown" / "2020" / "d.jpg", seed=3)  # photos without an id: any layout below
+    source = read_source(lab)
+    assert {r.path.name: r.individual for r in source.records} == {"a.jpg": "2019", "b.jpg": "2019",
+                                                                    "c.jpg": "HW-0050", "d.jpg": None}
+    assert len(source.warnings) == 1
+    warning = source.warnings[0]
+    assert "1 top folder(s)" in warning and "'2019'" in warning and "2019/HW-0042" in warning
+    assert "HW-0050" not in warning and "unknown" not in warning
+    assert read_source(lab / "2019").warnings == []
+
+
 def test_encounters_are_planned_by_camera_and_time_gap():
     from datetime import datetime, timedelta
 

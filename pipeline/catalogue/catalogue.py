@@ -47,6 +47,7 @@ class Catalogue:
         self.store = store
         self._matcher: CatalogueMatcher | None = None
         self.passed: list = []  # what init could not use (intake.PassedOver), each with its file or row
+        self.warnings: list[str] = []  # what init read in a way that may not be what was meant (sources.py)
 
     @classmethod
     def open(cls, folder) -> "Catalogue":
@@ -99,6 +100,7 @@ class Catalogue:
         store = Store.open(folder, create=True)
         version = bundle.save(folder / "bundle")
         catalogue = cls(store)
+        catalogue.warnings = list(source.warnings)
         catalogue.passed = import_source(store, source, work, bundle, {**DEFAULT_SPECIES, **(species or {})},
                                          version, encounter_gap, progress)
         return catalogue

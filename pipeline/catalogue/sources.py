@@ -4,7 +4,9 @@ form (`whale catalogue init --from PATH`):
     a Kaggle layout      train.csv (Image, Id and any other columns) + train/
     a folder per         PATH/HW-0042/*.jpg: the folder's name is the individual's id; photos in a folder
       individual         named unidentified, unknown, unmatched, new_whale or no_id (any case) have none;
-                         sub-folders are walked (PATH/HW-0042/2019/...)
+                         sub-folders are walked (PATH/HW-0042/2019/...), and a photo's id is always its top
+                         folder's name: PATH/2019/HW-0042/... would file every photo under "2019", so top
+                         folders holding only sub-folders are named in a warning
     a spreadsheet (CSV)  one row per photo: an image column (a path relative to the spreadsheet's folder,
                          or to --photos DIR), an id column, and any others
 
@@ -77,6 +79,7 @@ class Source:
     root: Path
     records: list[Record]
     passed: list[PassedOver]
+    warnings: list[str] = field(default_factory=list)  # what the reader did that may not be what was meant
 
 
 def read_source(path, photos: str | Path | None = None, image_column: str | None = None,
@@ -204,6 +207,7 @@ def read_kaggle(root: Path) -> Source:
 def read_folders(root: Path) -> Source:
     records: list[Record] = []
     passed: list[PassedOver] = []
+    nested: list[tuple[Path, Path]] = []  # (top folder without a photo of its own, a sub-folder of it)
     for child in sorted(root.iterdir(), key=lambda p: p.name):
         if child.is_file():
             passed.append(PassedOver(child, skip_reason(child) or "a photo not in an individual's folder (put "
@@ -221,7 +225,23 @@ def read_folders(root: Path) -> Source:
                           for p in photos)
             continue
         records.extend(Record(p, None if unidentified else child.name, None, None, p.name) for p in photos)
+        if photos and not unidentified and all(p.parent != child for p in photos):
+            nested.append((child, sorted({p.parent for p in photos})[0]))
     if not records:
         raise PipelineError(f"no photo in a folder per individual here (expected {root}/ID/photo.jpg, and "
                             f"{root}/{UNIDENTIFIED_FOLDERS[0]}/ for photos without an id)", root)
-    return Source("folders", root, records, passed)
+    return Source("folders", root, records, passed, nested_warning(root, nested))
+
+
+def nested_warning(root: Path, nested: list[tuple[Path, Path]]) -> list[str]:
+    """One warning naming the top folders whose photos are all in sub-folders: their photos are filed
+    under the top folder's name, which is wrong when the top folders are years or surveys."""
+    if not nested:
+        return []
+    names = ", ".join(repr(top.name) for top, _ in nested[:5]) + (f" and {len(nested) - 5} more" if len(nested) > 5
+                                                                   else "")
+    top, example = nested[0]
+    return [f"{len(nested)} top folder(s) of {root} hold photos only in sub-folders ({names}): every photo under "
+            f"a top folder gets that folder's name as its id, so those under {example.relative_to(root)} are filed "
+            f"as {top.name!r}. If the top folders are years or surveys with the individuals' folders inside, "
+            f"lay the photos out as {root}/ID/... or list them in a spreadsheet with an id column"]

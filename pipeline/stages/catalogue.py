@@ -114,6 +114,8 @@ def run(args: argparse.Namespace):
                                    args.id_column, args.encounter_gap, progress=True)
         counts = dict(catalogue.store.db.execute("SELECT status, COUNT(*) FROM photos GROUP BY status").fetchall())
         passed_over(catalogue.passed)
+        for warning in catalogue.warnings:
+            print(f"warning: {warning}")
         print(f"Catalogue {args.catalogue}: {counts.get('confirmed', 0)} photos of "
               f"{len(catalogue.individuals())} individuals, {counts.get('unidentified', 0)} unidentified")
         refused = sum(p.refused for p in catalogue.passed)
