@@ -180,7 +180,7 @@ def test_an_encounter_is_one_item_ranked_over_its_photos_and_decided_and_undone_
     assert len({json.loads(d["details"])["group"] for d in decided}) == 1 and all(d["candidates"] for d in decided)
     code, out, err = run(capsys, "catalogue", "decide", *cat, "--encounter", item["encounter"], "--junk",
                          "--reviewer", "bob")
-    assert code == 2 and "no photo of encounter" in err
+    assert code == 2 and f"every photo of encounter {item['encounter']!r} is decided already (3 {known[C.ID]})" in err
     code, out, err = run(capsys, "catalogue", "undo", *cat, "--reviewer", "ann")
     assert code == 0 and "with 2 more of its encounter" in out
     with db(catalogue) as con:
@@ -195,6 +195,45 @@ def test_an_encounter_is_one_item_ranked_over_its_photos_and_decided_and_undone_
     with db(catalogue) as con:
         assert [r[0] for r in con.execute("SELECT individual_id FROM photos WHERE encounter = ?",
                                           (item["encounter"],))] == ["HW-0042"] * 3
+
+
+def test_decide_encounter_decides_the_photos_the_page_shows_as_its_item(catalogue, trained_tiny, tmp_path, capsys):
+    """A photo of the encounter decided unsure is an item of its own on the page (and in queue --encounters):
+    `decide --encounter` decides the pending photos the page groups, and leaves the unsure one for its own
+    decision, which it takes once nothing of the encounter is pending. An encounter decided whole and one
+    that does not exist are refused, each saying which."""
+    from pipeline.catalogue.catalogue import Catalogue
+
+    data, _ = trained_tiny
+    solution = pd.read_csv(data / "solution.csv")
+    known = solution[solution[C.ID] != C.NEW_WHALE].iloc[0]
+    source = data / "test" / known[C.IMAGE]
+    sighting = tmp_path / "sighting"
+    camera_copy(source, sighting / "A.JPG", "2024:06:01 10:00:00")
+    camera_copy(source, sighting / "B.JPG", "2024:06:01 10:00:20", brighter=1.25)
+    camera_copy(source, sighting / "C.JPG", "2024:06:01 10:01:00", brighter=0.75)
+    cat = ["--catalogue", catalogue]
+    assert run(capsys, "catalogue", "add", *cat, sighting)[0] == 0
+    assert run(capsys, "catalogue", "decide", *cat, "B.JPG", "--unsure", "--reviewer", "ann")[0] == 0
+    page = Catalogue.open(catalogue).queue(include_unsure=True, by_encounter=True)  # what the page lists
+    encounter = page[0]["encounter"]
+    shown = {item["status"]: sorted(p["name"] for p in item["photos"]) for item in page
+             if item["encounter"] == encounter}
+    assert shown == {"pending": ["A.JPG", "C.JPG"], "unsure": ["B.JPG"]}
+    code, out, err = run(capsys, "catalogue", "decide", *cat, "--encounter", encounter, "--match", known[C.ID],
+                         "--reviewer", "bob")
+    assert code == 0 and "2 photo(s): match" in out and "its 1 unsure photo(s) left for their own decision" in out, err
+    with db(catalogue) as con:
+        status = dict(con.execute("SELECT original_name, status FROM photos WHERE encounter = ?", (encounter,)))
+    assert status == {"A.JPG": "confirmed", "B.JPG": "unsure", "C.JPG": "confirmed"}
+    # Nothing pending any more: the encounter's item is its unsure photo, as on the page's Unsure list.
+    code, out, err = run(capsys, "catalogue", "decide", *cat, "--encounter", encounter, "--junk", "--reviewer", "bob")
+    assert code == 0 and "1 photo(s): junk" in out and "left" not in out, err
+    code, out, err = run(capsys, "catalogue", "decide", *cat, "--encounter", encounter, "--junk", "--reviewer", "bob")
+    assert code == 2 and f"every photo of encounter {encounter!r} is decided already" in err
+    assert f"2 {known[C.ID]}" in err and "1 junk" in err
+    code, out, err = run(capsys, "catalogue", "decide", *cat, "--encounter", "E-no-such", "--junk", "--reviewer", "bob")
+    assert code == 2 and "no encounter 'E-no-such' in the catalogue" in err
 
 
 def individual_folders(root, data, limit=12):

@@ -322,13 +322,25 @@ class Catalogue:
                 "kind": kind, "individual": result["individual"], "reviewer": result["reviewer"]}
 
     def decide_encounter(self, encounter: str, kind: str, reviewer: str, individual: str | None = None) -> dict:
-        """One decision for the photos of an encounter still to decide (pending or unsure)."""
-        hashes = [r[0] for r in self.store.db.execute(
-            "SELECT hash FROM photos WHERE encounter = ? AND status IN ('pending', 'unsure') ORDER BY arrival",
-            (encounter,))]
-        if not hashes:
-            raise PipelineError(f"no photo of encounter {encounter!r} is waiting for a decision", self.folder)
-        return {**self.decide_photos(hashes, kind, reviewer, individual), "encounter": encounter}
+        """One decision for the photos of an encounter that the queue and the page show as one item: its
+        pending photos. A photo decided unsure was set aside by a reviewer, and the queue and the page
+        keep it apart (an item of the Unsure list): deciding the encounter's other photos must not decide
+        it unseen. Once none of its photos is pending, the encounter's unsure photos are the item, as the
+        page's Unsure list shows them. `unsure_left` counts the unsure photos left as they are."""
+        rows = self.store.db.execute("SELECT hash, status, individual_id FROM photos WHERE encounter = ? "
+                                     "ORDER BY arrival", (encounter,)).fetchall()
+        if not rows:
+            raise PipelineError(f"no encounter {encounter!r} in the catalogue (`whale catalogue queue --encounters` "
+                                "lists those waiting)", self.folder)
+        pending = [r["hash"] for r in rows if r["status"] == "pending"]
+        unsure = [r["hash"] for r in rows if r["status"] == "unsure"]
+        if not pending and not unsure:
+            done = pd.Series([r["individual_id"] or r["status"] for r in rows]).value_counts()
+            raise PipelineError(f"every photo of encounter {encounter!r} is decided already ("
+                                + ", ".join(f"{n} {what}" for what, n in done.items())
+                                + "); nothing was changed", self.folder)
+        result = self.decide_photos(pending or unsure, kind, reviewer, individual)
+        return {**result, "encounter": encounter, "unsure_left": len(unsure) if pending else 0}
 
     def decide_photos(self, photos: list[str], kind: str, reviewer: str, individual: str | None = None) -> dict:
         """One decision applied to each of the photos (an encounter's), in one transaction: each photo

@@ -7,6 +7,7 @@ catalogue folder (--catalogue DIR):
     add       FILES/FOLDERS... [--date --location --encounter --photographer --encounter-gap MIN]
     queue     [--json] [--unsure] [--encounters]   pending photos (or encounters), candidates, P(new), a suggestion
     decide    PHOTO|--encounter E (--match ID | --new [ID] | --unsure | --junk) --reviewer NAME
+                                          (an encounter: its pending photos; its unsure ones once none is)
     merge     ID_A ID_B --reviewer NAME   ID_B becomes an alias of ID_A
     split     ID PHOTOS... --reviewer NAME [--new-id ID]
     undo      --reviewer NAME             that reviewer's last decision
@@ -60,8 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--encounters", action="store_true", help="an encounter's photos as one item, ranked together")
     p = action("decide", "record a decision on one photo, or on the photos of an encounter")
     p.add_argument("photo", nargs="?", help="a hash, hash prefix (8+) or original file name")
-    p.add_argument("--encounter", default=None, help="instead of a photo: every photo of this encounter still to "
-                                                     "decide (each its own decision; undone together)")
+    p.add_argument("--encounter", default=None, help="instead of a photo: this encounter's pending photos, as the "
+                                                     "queue and the page group them (its unsure ones once none is "
+                                                     "pending); each its own decision, undone together")
     choice = p.add_mutually_exclusive_group(required=True)
     choice.add_argument("--match", metavar="ID")
     choice.add_argument("--new", nargs="?", const="", metavar="ID", help="a new individual (a fresh id unless given)")
@@ -166,8 +168,10 @@ def run(args: argparse.Namespace):
         if args.encounter is not None:
             result = catalogue.decide_encounter(args.encounter, kind, args.reviewer, individual)
             what = f" {result['individual']}" if result["individual"] else ""
+            left = result["unsure_left"]
             print(f"encounter {args.encounter}, {len(result['photos'])} photo(s): {kind}{what} (decisions "
-                  f"{', '.join(map(str, result['decisions']))}, {args.reviewer})")
+                  f"{', '.join(map(str, result['decisions']))}, {args.reviewer})"
+                  + (f"; its {left} unsure photo(s) left for their own decision" if left else ""))
             return result
         result = catalogue.decide(args.photo, kind, args.reviewer, individual)
         print(f"{result['name']}: {kind}{' ' + result['individual'] if result['individual'] else ''} "
