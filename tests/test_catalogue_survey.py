@@ -236,6 +236,38 @@ def test_decide_encounter_decides_the_photos_the_page_shows_as_its_item(catalogu
     assert code == 2 and "no encounter 'E-no-such' in the catalogue" in err
 
 
+def test_a_refused_photo_neither_links_nor_names_an_encounter(catalogue, trained_tiny, tmp_path, capsys):
+    """Photos cut short at 09:58 and 10:05 would chain 10:00 and 10:10 into one encounter named after
+    09:58 (a 6-minute gap): refused, they take no part; the same holds for init."""
+    data, work = trained_tiny
+    test = sorted((data / "test").iterdir())
+    card = tmp_path / "card"
+    camera_copy(test[0], card / "A.JPG", "2024:06:01 10:00:00")
+    camera_copy(test[1], card / "C.JPG", "2024:06:01 10:10:00")
+    for name, taken, photo in (("B.JPG", "09:58:00", test[2]), ("T.JPG", "10:05:00", test[3])):
+        whole = camera_copy(photo, tmp_path / name, f"2024:06:01 {taken}")
+        (card / name).write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    camera_copy(test[0], card / "copy" / "A2.JPG", "2024:06:01 10:00:00")  # the same bytes as A.JPG
+    code, out, err = run(capsys, "catalogue", "add", "--catalogue", catalogue, card, "--encounter-gap", 6)
+    assert code == 2 and out.count("cannot decode image") == 2, out
+    assert f"refused {card / 'copy' / 'A2.JPG'}: the same photo as {card / 'A.JPG'}, earlier in this batch" in out
+    with db(catalogue) as con:
+        encounter = dict(con.execute("SELECT original_name, encounter FROM photos WHERE source = 'add'"))
+    assert sorted(encounter) == ["A.JPG", "C.JPG"]
+    assert encounter["A.JPG"] != encounter["C.JPG"]
+    assert encounter["A.JPG"].startswith("E20240601-100000-") and encounter["C.JPG"].startswith("E20240601-101000-")
+    # init: a spreadsheet of the same photos.
+    sheet = card / "sheet.csv"
+    sheet.write_text("image,id\nA.JPG,w_a\nB.JPG,w_a\nT.JPG,w_a\nC.JPG,w_c\n")
+    code, out, err = run(capsys, "catalogue", "init", "--catalogue", tmp_path / "cat2", "--from", sheet, "--work", work,
+                         "--encounter-gap", 6)
+    assert code == 2 and out.count("cannot decode image") == 2, out
+    with db(tmp_path / "cat2") as con:
+        encounter = dict(con.execute("SELECT original_name, encounter FROM photos"))
+    assert sorted(encounter) == ["A.JPG", "C.JPG"] and encounter["A.JPG"] != encounter["C.JPG"]
+    assert encounter["A.JPG"].startswith("E20240601-100000-")
+
+
 def individual_folders(root, data, limit=12):
     """The tiny set's train photos as a lab keeps them: HW-<id>/<photo> per individual, Unknown/ for
     new_whale, with what a shared drive gathers (.DS_Store, a note and a photo at the top, a photo cut

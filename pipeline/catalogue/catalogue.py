@@ -167,15 +167,24 @@ class Catalogue:
         photos, passed = gather(paths)
         gap = self.store.setting("encounter_gap_minutes", DEFAULT_GAP_MINUTES) if encounter_gap is None \
             else float(encounter_gap)
-        metas = [exif.read(p) for p in photos]
-        planned = plan([Sighted(m.camera, m.taken, encounter) for m in metas], gap, self._stored_encounter)
+        # A photo that will be refused (unreadable, not decoding, stored already, twice in this batch) is
+        # refused before the encounters are planned: it never links two sightings nor names an encounter.
+        refused = self._refusals(photos, progress)
+        usable = [i for i in range(len(photos)) if i not in refused]
+        metas = {i: exif.read(photos[i]) for i in usable}
+        planned = dict(zip(usable, plan([Sighted(metas[i].camera, metas[i].taken, encounter) for i in usable], gap,
+                                        self._stored_encounter)))
         out = []
         bar = Progress(len(photos), "adding photos", unit="photo") if progress and photos else None
-        for path, meta, (chosen, by_gap) in zip(photos, metas, planned):
-            try:
-                out.append(self._add_one(path, meta, date, location, chosen, by_gap, photographer))
-            except OSError as e:  # unreadable (a card pulled out, no permission): this file only
-                out.append(Added(path.name, None, refused=f"cannot read it: {e.strerror or e}", path=path))
+        for i, path in enumerate(photos):
+            if i in refused:
+                out.append(refused[i])
+            else:
+                chosen, by_gap = planned[i]
+                try:
+                    out.append(self._add_one(path, metas[i], date, location, chosen, by_gap, photographer))
+                except OSError as e:  # unreadable (a card pulled out, no permission): this file only
+                    out.append(Added(path.name, None, refused=f"cannot read it: {e.strerror or e}", path=path))
             if bar:
                 bar.update()
         if bar:
@@ -183,6 +192,38 @@ class Catalogue:
         out += [Added(p.path.name, None, refused=p.reason if p.refused else None,
                       skipped=None if p.refused else p.reason, path=p.path) for p in passed]
         return out
+
+    def _refusals(self, photos: list[Path], progress: bool) -> dict[int, Added]:
+        """The photos of a batch that add would refuse, by index, each with its reason: read, hashed and
+        decoded once here (the photos themselves are not kept: a card's worth would not fit in memory)."""
+        from pipeline.progress import Progress
+
+        refused: dict[int, Added] = {}
+        first: dict[str, Path] = {}
+        bar = Progress(len(photos), "checking photos", unit="photo") if progress and photos else None
+        for i, path in enumerate(photos):
+            if bar:
+                bar.update()
+            try:
+                digest = content_hash(path.read_bytes())
+            except OSError as e:
+                refused[i] = Added(path.name, None, refused=f"cannot read it: {e.strerror or e}", path=path)
+                continue
+            stored = self._stored_already(self.store.db, path, digest)
+            if stored is None and digest in first:
+                stored = Added(path.name, digest, refused=f"the same photo as {first[digest]}, earlier in this batch",
+                               path=path)
+            if stored is not None:
+                refused[i] = stored
+                continue
+            first[digest] = path
+            try:
+                self.matcher.identifier.load_photo(path)
+            except PipelineError as e:
+                refused[i] = Added(path.name, digest, refused=e.message, path=path)
+        if bar:
+            bar.close()
+        return refused
 
     def _stored_encounter(self, camera: str, start, end) -> str | None:
         """The encounter of a stored photo that this camera took between start and end, if any."""

@@ -35,7 +35,6 @@ def import_source(store: Store, source: Source, work, bundle, species: dict, ver
     gap = DEFAULT_GAP_MINUTES if encounter_gap is None else float(encounter_gap)
     records = source.records
     metas = [exif.read(r.path) for r in records]
-    planned = plan([Sighted(m.camera, m.taken, r.encounter) for m, r in zip(metas, records)], gap)
     digests, first_of, keep = [], {}, []
     for i, r in enumerate(records):
         try:
@@ -54,6 +53,10 @@ def import_source(store: Store, source: Source, work, bundle, species: dict, ver
         first_of[digest] = i
         keep.append(i)
     vectors, local, keep = _vectors(store, source, keep, work, bundle, progress, passed)
+    # Planned over the photos imported only: one passed over (unreadable, not decoding, a second copy)
+    # never links two sightings nor names an encounter.
+    planned = dict(zip(keep, plan([Sighted(metas[i].camera, metas[i].taken, records[i].encounter) for i in keep],
+                                  gap)))
     stamp = now()
     with store.writing() as db:
         store.set_setting(db, "species", species)
