@@ -47,6 +47,7 @@ class Catalogue:
         self.store = store
         self._matcher: CatalogueMatcher | None = None
         self.passed: list = []  # what init could not use (intake.PassedOver), each with its file or row
+        self.zero_shot = None  # init without a work folder: the zero-shot work it made (zero_shot.ZeroShotWork)
         self.warnings: list[str] = []  # what init read in a way that may not be what was meant (sources.py)
 
     @classmethod
@@ -69,12 +70,16 @@ class Catalogue:
     # ------------------------------------------------------------------------------- init
 
     @classmethod
-    def init(cls, folder, data, work, models: list[str] | None = None, species: dict | None = None,
+    def init(cls, folder, data, work=None, models: list[str] | None = None, species: dict | None = None,
              photos=None, image_column: str | None = None, id_column: str | None = None,
-             encounter_gap: float | None = None, progress: bool = False) -> "Catalogue":
+             encounter_gap: float | None = None, progress: bool = False, configs=None,
+             overrides=()) -> "Catalogue":
         """A catalogue from what the lab has (sources.py: a Kaggle layout, a folder per individual, a
-        spreadsheet), bound to the bundle of `work`. Photos with an id are confirmed, those without are
-        kept as unidentified; what could not be used is in `self.passed` (each with its row or file)."""
+        spreadsheet), bound to the bundle of `work`; without one, to the zero-shot bundle made from the
+        source's identified photos in FOLDER/work-zero-shot (zero_shot.py: `configs` and `overrides` are
+        its chain's). Photos with an id are confirmed, those without are kept as unidentified; what could
+        not be used is in `self.passed` (each with its row or file), and `self.zero_shot` says whether
+        the zero-shot bundle was made."""
         from pipeline.bundle import Bundle
         from pipeline.catalogue.sources import read_source
         from pipeline.io.paths import embedded_models
@@ -92,7 +97,18 @@ class Catalogue:
             if count:
                 raise PipelineError(f"a catalogue with {count} photos is already here; use --rebind to bind it "
                                     "to another work folder", folder)
+        if work is not None and overrides:
+            raise PipelineError("config overrides (--set) shape the zero-shot bundle, made when no work folder "
+                                "is given; a trained work folder keeps its own config", "catalogue init")
         source = read_source(data, photos, image_column, id_column)  # every error before anything is made
+        zero_shot = None
+        if work is None:
+            from pipeline.catalogue import zero_shot as zs
+
+            if models:
+                raise PipelineError("--models names models of a work folder (--work WORK)", "catalogue init")
+            zero_shot = zs.build(folder, source, configs, overrides, progress)
+            work, models = zero_shot.work, [zs.MODEL]
         models = models or embedded_models(work)
         if not models:
             raise PipelineError("no trained model with embeddings; run train and embed first", Path(work) / "embeddings")
@@ -100,9 +116,11 @@ class Catalogue:
         store = Store.open(folder, create=True)
         version = bundle.save(folder / "bundle")
         catalogue = cls(store)
+        catalogue.zero_shot = zero_shot
         catalogue.warnings = list(source.warnings)
         catalogue.passed = import_source(store, source, work, bundle, {**DEFAULT_SPECIES, **(species or {})},
-                                         version, encounter_gap, progress)
+                                         version, encounter_gap, progress,
+                                         zero_shot.names if zero_shot else None)
         return catalogue
 
     def rebind(self, work, models: list[str] | None = None) -> str:

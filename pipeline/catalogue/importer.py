@@ -2,8 +2,9 @@
 
 Each photo's date and position are its own (a spreadsheet's columns) or else its camera's (exif.py);
 its encounter is its own or the camera's time gap's (encounters.py). Its vectors come from the work
-folder when the source is the Kaggle layout the work folder was trained on, and are computed by the
-bundle's fold networks otherwise. The same bytes under two names are one photo known by both; a photo
+folder when the source is the Kaggle layout the work folder was trained on, or the photo is in the
+zero-shot work folder made from this source (zero_shot.py), and are computed by the bundle's fold
+networks otherwise. The same bytes under two names are one photo known by both; a photo
 that does not decode, or the same photo given two ids, is passed over and named. A crash before the
 commit leaves an empty catalogue (its files are orphans the next open removes): init runs again."""
 from __future__ import annotations
@@ -27,10 +28,13 @@ log = logging.getLogger(__name__)
 
 
 def import_source(store: Store, source: Source, work, bundle, species: dict, version: str,
-                  encounter_gap: float | None = None, progress: bool = False) -> list[PassedOver]:
+                  encounter_gap: float | None = None, progress: bool = False,
+                  work_names: dict[int, str] | None = None) -> list[PassedOver]:
     """One transaction: every usable photo of the source, its fields, what its camera wrote, its
-    encounter and its vectors (from the work folder for the Kaggle layout it was trained on, else
-    computed by the bundle's networks). Returns what was passed over, each with its file or row."""
+    encounter and its vectors (from the work folder for the Kaggle layout it was trained on, or for the
+    records `work_names` maps to its train photos (record index -> name: the zero-shot work folder made
+    from this source), else computed by the bundle's networks). Returns what was passed over, each with
+    its file or row."""
     passed = list(source.passed)
     gap = DEFAULT_GAP_MINUTES if encounter_gap is None else float(encounter_gap)
     records = source.records
@@ -52,7 +56,7 @@ def import_source(store: Store, source: Source, work, bundle, species: dict, ver
             continue
         first_of[digest] = i
         keep.append(i)
-    vectors, local, keep = _vectors(store, source, keep, work, bundle, progress, passed)
+    vectors, local, keep = _vectors(store, source, keep, work, bundle, progress, passed, work_names or {})
     # Planned over the photos imported only: one passed over (unreadable, not decoding, a second copy)
     # never links two sightings nor names an encounter.
     planned = dict(zip(keep, plan([Sighted(metas[i].camera, metas[i].taken, records[i].encounter) for i in keep],
@@ -130,50 +134,66 @@ def _work_holds(work, records) -> bool:
     return True
 
 
-def _vectors(store: Store, source: Source, keep: list[int], work, bundle, progress: bool, passed: list):
+def _vectors(store: Store, source: Source, keep: list[int], work, bundle, progress: bool, passed: list,
+             work_names: dict[int, str]):
     """((model, fold) -> vectors, keypoints -> descriptors, the kept records' indexes), one row per kept
-    record: read from the work folder for its own Kaggle layout (_work_holds), else computed (a photo
-    that does not decode is passed over, named)."""
+    record: read from the work folder for its own Kaggle layout (_work_holds) and for the records
+    `work_names` names there, else computed (a photo that does not decode is passed over, named)."""
     records = source.records
     if source.kind == "kaggle" and _work_holds(work, [records[i] for i in keep]):
+        work_names = {i: records[i].name for i in keep}
+    read = [i for i in keep if i in work_names]
+    rows: dict[int, tuple[dict, dict]] = {}  # record index -> (its vector per key, its descriptors per key)
+    if read:
         from pipeline.io.paths import embedding_dir
         from pipeline.retrieval.embeddings import load_embeddings
         from pipeline.retrieval.local_features import DescriptorStore
 
-        names = [records[i].name for i in keep]
+        names = [work_names[i] for i in read]
         vectors = {(m.name, f): load_embeddings(embedding_dir(work, m.name, f), names, C.TRAIN)
                    for m in bundle.models for f in m.checkpoints}
         local = {k: DescriptorStore.open(work, k).get(names, C.TRAIN) for k in bundle.descriptors}
-        return vectors, local, keep
+        for row, i in enumerate(read):
+            rows[i] = ({k: v[row] for k, v in vectors.items()}, {k: v[row] for k, v in local.items()})
+    rows.update(_computed(store, source, [i for i in keep if i not in work_names], progress, passed))
+    usable = [i for i in keep if i in rows]
+    if not usable:
+        first = passed[-1] if passed else None
+        raise PipelineError("no photo of it could be used" + (f"; the last: {first.where}: {first.reason}" if first
+                                                              else ""), source.root)
+    keys, kinds = rows[usable[0]][0].keys(), rows[usable[0]][1].keys()
+    return ({k: np.stack([rows[i][0][k] for i in usable]) for k in keys},
+            {k: [rows[i][1][k] for i in usable] for k in kinds}, usable)
+
+
+def _computed(store: Store, source: Source, indexes: list[int], progress: bool, passed: list) -> dict:
+    """Record index -> (its vector per (model, fold), its descriptors per keypoints), computed by the
+    catalogue's bundle; a photo that does not decode is passed over, named."""
+    if not indexes:
+        return {}
     from pipeline.bundle import Bundle
     from pipeline.progress import Progress
     from pipeline.retrieval.identify import Identifier
 
+    records = source.records
     identifier = Identifier(bundle=Bundle.load(store.folder / "bundle"))
-    vectors: dict = {}
-    local: dict = {}
-    usable = []
-    bar = Progress(len(keep), "embedding the catalogue", unit="photo") if progress else None
-    for start in range(0, len(keep), 32):
+    out = {}
+    bar = Progress(len(indexes), "embedding the catalogue", unit="photo") if progress else None
+    for start in range(0, len(indexes), 32):
         part, photos = [], []
-        for i in keep[start:start + 32]:
+        for i in indexes[start:start + 32]:
             try:
                 photos.append(identifier.load_photo(records[i].path))
                 part.append(i)
             except PipelineError as e:
                 passed.append(records[i].refused(e.message))
         if photos:
-            for key, array in identifier.embed(photos).items():
-                vectors.setdefault(key, []).append(array)
-            for key, arrays in identifier.local_descriptors(photos).items():
-                local.setdefault(key, []).extend(arrays)
-            usable += part
+            vectors = identifier.embed(photos)
+            local = identifier.local_descriptors(photos)
+            for row, i in enumerate(part):
+                out[i] = ({k: v[row] for k, v in vectors.items()}, {k: v[row] for k, v in local.items()})
         if bar:
-            bar.update(len(keep[start:start + 32]))
+            bar.update(len(indexes[start:start + 32]))
     if bar:
         bar.close()
-    if not usable:
-        first = passed[-1] if passed else None
-        raise PipelineError("no photo of it could be used" + (f"; the last: {first.where}: {first.reason}" if first
-                                                              else ""), source.root)
-    return {k: np.concatenate(v) for k, v in vectors.items()}, local, usable
+    return out

@@ -85,7 +85,8 @@ OWN_FILE = re.compile(r"^([0-9a-f]{64})(\.[a-z0-9]+)?$")  # a stored photo: <sha
 OWN_TMP = re.compile(r"^\.([0-9a-f]{64})\.[0-9a-f]{8}\.tmp$")  # write_file's temporary name
 # What a catalogue folder holds; init refuses a folder holding anything else (a lab's own folder).
 OWN_ENTRIES = {DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", DB_NAME + "-journal", "catalogue.lock", PHOTOS,
-               "bundle", "bundle.tmp", "bundle.new", "bundle.old", "bundle.new.tmp"}
+               "bundle", "bundle.tmp", "bundle.new", "bundle.old", "bundle.new.tmp",
+               "work-zero-shot"}  # zero_shot.WORK: the zero-shot bundle's work folder
 
 
 def own_file(folder: Path, path: Path) -> bool:

@@ -1,8 +1,11 @@
 """catalogue: keep a catalogue of known individuals (pipeline/catalogue/). Every action names the
 catalogue folder (--catalogue DIR):
 
-    init      --from PATH --work WORK     a catalogue from a Kaggle layout, a folder per individual or a CSV
-                                          (sources.py), bound to WORK's bundle
+    init      --from PATH [--work WORK]   a catalogue from a Kaggle layout, a folder per individual or a CSV
+                                          (sources.py), bound to WORK's bundle; without --work, to a zero-shot
+                                          bundle (ImageNet features, no training) made from its identified
+                                          photos in DIR/work-zero-shot (zero_shot.py; --set KEY=VALUE for its
+                                          config)
               --rebind --work WORK        bind it to another work folder (every photo embedded anew)
     add       FILES/FOLDERS... [--date --location --encounter --photographer --encounter-gap MIN]
     queue     [--json] [--unsure] [--encounters]   pending photos (or encounters), candidates, P(new), a suggestion
@@ -42,8 +45,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--id-column", default=None, help="the spreadsheet's id column, likewise")
     p.add_argument("--encounter-gap", type=float, default=None, metavar="MINUTES",
                    help="photos of one camera this close in time form one encounter (default 10)")
-    p.add_argument("--work", required=True, help="work folder whose trained models identify new photos")
+    p.add_argument("--work", default=None, help="work folder whose trained models identify new photos (default: "
+                                                 "a zero-shot bundle, ImageNet features, made from the identified "
+                                                 "photos of --from in DIR/work-zero-shot; rebind later)")
     p.add_argument("--models", nargs="+", default=None, help="default: every model with embeddings in WORK")
+    p.add_argument("--configs", default=None, help="the zero-shot bundle's configs folder (default: configs/ here "
+                                                   "if it holds the recipes, else the checkout's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the zero-shot bundle's config, e.g. --set preprocess.image_size=[96,192] "
+                        "(repeatable)")
     p.add_argument("--rebind", action="store_true", help="bind an existing catalogue to WORK's models")
     p.add_argument("--genus", default="Megaptera")
     p.add_argument("--species", default="novaeangliae")
@@ -104,6 +114,9 @@ def run(args: argparse.Namespace):
 
     if args.action == "init":
         if args.rebind:
+            if args.work is None:
+                raise PipelineError("--rebind binds the catalogue to a trained work folder: give --work WORK",
+                                    "catalogue init")
             catalogue = Catalogue.open(args.catalogue)
             version = catalogue.rebind(args.work, args.models)
             print(f"Catalogue {args.catalogue}: bound to bundle {version}")
@@ -113,13 +126,20 @@ def run(args: argparse.Namespace):
                                 "--rebind", "catalogue init")
         catalogue = Catalogue.init(args.catalogue, args.data, args.work, args.models,
                                    {"genus": args.genus, "species": args.species}, args.photos, args.image_column,
-                                   args.id_column, args.encounter_gap, progress=True)
+                                   args.id_column, args.encounter_gap, progress=True, configs=args.configs,
+                                   overrides=args.overrides)
         counts = dict(catalogue.store.db.execute("SELECT status, COUNT(*) FROM photos GROUP BY status").fetchall())
         passed_over(catalogue.passed)
         for warning in catalogue.warnings:
             print(f"warning: {warning}")
         print(f"Catalogue {args.catalogue}: {counts.get('confirmed', 0)} photos of "
               f"{len(catalogue.individuals())} individuals, {counts.get('unidentified', 0)} unidentified")
+        if catalogue.zero_shot:
+            print(f"Bound to the zero-shot bundle {catalogue.store.setting('bundle_version')}: EfficientNet-Lite0's ImageNet "
+                  f"features, not trained on your photos (made in {catalogue.zero_shot.work}, "
+                  f"{catalogue.zero_shot.n_folds} folds); once a model is trained on them (export --format kaggle, "
+                  f"then the pipeline), bind it with: whale catalogue init --catalogue {args.catalogue} --rebind "
+                  "--work WORK")
         refused = sum(p.refused for p in catalogue.passed)
         if refused:
             raise PipelineError(f"{refused} photo(s) or row(s) refused (listed above); the others were imported",
