@@ -385,7 +385,7 @@ def test_install_stamp_follows_the_faiss_build(tmp_path):
     on_gpu = make_dry("install", "FAISS=gpu", f"VENV={venv}")  # the same venv, reused on a GPU machine
     lines = on_gpu.splitlines()
     uninstall = next(i for i, line in enumerate(lines) if "pip uninstall" in line)
-    install = next(i for i, line in enumerate(lines) if ".[dev,gpu]" in line)
+    install = next(i for i, line in enumerate(lines) if ".[dev,weights,gpu]" in line)
     assert uninstall < install and all(b in lines[uninstall] for b in ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12"))
     assert lines[-1] == f"touch {venv}/.installed-gpu"
     import tomllib
@@ -430,16 +430,20 @@ def test_zero_shot_embeds_its_network_once_for_all_folds(prepared, tmp_path, mon
             "--folds-file", str(work / "folds.csv"), "--folds", "0,1", *(x for s in sets for x in ("--set", s))]
     assert main(["train", *args]) == 0
     calls = []
-    real = embed_stage.embed_rows
-    monkeypatch.setattr(embed_stage, "embed_rows", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    real = embed_stage.embed_pooled
+    monkeypatch.setattr(embed_stage, "embed_pooled", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    pooled_before = set((work / "cache" / "pooled").glob("*.npy"))
     assert main(["embed", *args]) == 0
     assert len(calls) == 2  # train and test photos of one network, not of each fold's copy
     folder = work / "embeddings" / "megadescriptor_zero_shot"
     for name in ("train.npy", "test.npy"):
         assert np.array_equal(np.load(folder / "fold0" / name), np.load(folder / "fold1" / name))
     assert (folder / "fold1" / "index.csv").read_text() == (folder / "fold0" / "index.csv").read_text()
-    # Centred zero-shot features differ per fold (each fold's own mean): embedded per fold.
+    # Centred zero-shot features differ per fold (each fold's own mean): embedded per fold, from the
+    # backbone's pooled features computed once (one file beside the cache for both runs).
     calls.clear()
     assert main(["train", *args, "--set", "model.centre=true", "--force"]) == 0
     assert main(["embed", *args, "--set", "model.centre=true", "--force"]) == 0
     assert len(calls) == 4
+    assert len(set((work / "cache" / "pooled").glob("*.npy")) - pooled_before) == 1
+    assert not np.array_equal(np.load(folder / "fold0" / "train.npy"), np.load(folder / "fold1" / "train.npy"))

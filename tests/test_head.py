@@ -116,3 +116,39 @@ def test_embed_from_shared_pooled_features_matches_the_network(prepared, tmp_pat
     assert list(cache.folder.glob("pooled/*.npy")), "the features are kept for the other folds"
     direct = embed_rows(net, cache.images, rows, 8, True, torch.device("cpu"))
     assert np.allclose(embed_pooled(net, pooled, rows, True), direct, atol=1e-5)
+
+
+def test_identify_runs_a_shared_backbone_once_for_all_folds(prepared, tmp_path, monkeypatch):
+    """Two folds of a head-only recipe (the same frozen backbone, their own heads): identify embeds a
+    photo with one backbone pass per photo and mirror, and each fold's vectors are its network's own."""
+    from pipeline.models.embedding import embed_rows
+    from pipeline.models.pooled_cache import backbone_digest
+    from pipeline.retrieval.identify import Identifier, _FoldModel
+
+    import timm
+
+    cache, folds = prepared
+    weights = tmp_path / "backbone.pth"  # one starting backbone for both folds, as pretrained weights are
+    torch.save(timm.create_model("test_resnet", num_classes=0).state_dict(), weights)
+    cfg = config("train.epochs=0", "train.head_epochs=2", "train.head_batch_size=16", f"model.weights=file:{weights}")
+    nets = []
+    for fold in (0, 1):
+        fit(cfg, cache, folds, fold, tmp_path / f"f{fold}")
+        nets.append(model_from_checkpoint(torch.load(tmp_path / f"f{fold}" / "final.pt", weights_only=True)).eval())
+    assert backbone_digest(nets[0]) == backbone_digest(nets[1])
+    identifier = Identifier.__new__(Identifier)
+    identifier.device = torch.device("cpu")
+    identifier.fold_models = {"m": [_FoldModel(net, None, cfg, fold, backbone_digest(net))
+                                    for fold, net in enumerate(nets)]}
+    photos = [np.asarray(cache.images[r]) for r in range(3)]
+    passes = []
+    for net in nets:
+        real = net.pooled
+        monkeypatch.setattr(net, "pooled", lambda x, real=real: (passes.append(len(x)), real(x))[1])
+    vectors = identifier.embed(photos)
+    assert passes == [3, 3]  # the photos and their mirrors, once, not once per fold
+    monkeypatch.undo()
+    for fold, net in enumerate(nets):
+        direct = embed_rows(net, np.stack(photos), np.arange(3), 8, True, torch.device("cpu"))
+        assert np.allclose(vectors[("m", fold)], direct, atol=1e-5)
+    assert not np.allclose(vectors[("m", 0)], vectors[("m", 1)])

@@ -28,7 +28,7 @@ def test_each_install_gets_exactly_one_faiss_build():
         assert len(found) == 1 and found[0].lower().startswith(build), (extra, found)
     assert not [d for d in extras["dev"] if faiss.match(d)]
     makefile = (REPO / "Makefile").read_text()
-    assert "-e '.[dev,$(FAISS)]'" in makefile  # make install names one of the two
+    assert "-e '.[dev,weights,$(FAISS)]'" in makefile  # make install names one of the two
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: make gpu-check runs for real")

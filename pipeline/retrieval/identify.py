@@ -45,6 +45,9 @@ class _FoldModel:
     gallery: object  # retriever.Gallery
     config: dict  # the checkpoint's config (embed.flip_tta, train.amp)
     fold: int
+    # backbone_digest where the backbone never trained (zero-shot, a head on frozen features): folds with
+    # the same digest share a photo's pooled features, so the backbone runs once for all of them.
+    backbone: str | None = None
 
 
 def prediction_set(work, models: list[str]) -> tuple[Path, list[float]]:
@@ -71,7 +74,8 @@ class Identifier:
     def __init__(self, work: str | Path | None = None, models: list[str] | None = None,
                  threshold: float | None = None, bundle=None):
         from pipeline.bundle import Bundle
-        from pipeline.models.net import model_from_checkpoint
+        from pipeline.models.net import EmbeddingNet, model_from_checkpoint
+        from pipeline.models.pooled_cache import backbone_digest
         from pipeline.training.checkpoint import load_checkpoint
         from pipeline.training.device import pick_device
 
@@ -95,7 +99,10 @@ class Identifier:
             for fold in sorted(model.checkpoints):
                 state = load_checkpoint(model.checkpoints[fold])
                 net = model_from_checkpoint(state).to(self.device).eval()
-                self.fold_models[model.name].append(_FoldModel(net, model.galleries[fold], state["config"], fold))
+                shared = backbone_digest(net) if int(state.get("steps", 1)) == 0 and isinstance(net, EmbeddingNet) \
+                    else None
+                self.fold_models[model.name].append(_FoldModel(net, model.galleries[fold], state["config"], fold,
+                                                               shared))
         self.photos_per_whale = int(next(iter(self.retrievers.values())).cfg["photos_per_whale"])
         for name, fold_models in self.fold_models.items():  # every gallery's index, once
             options = self.retrievers[name]._index_options()
@@ -128,12 +135,20 @@ class Identifier:
 
     def embed(self, photos: list[np.ndarray]) -> dict[tuple[str, int], np.ndarray]:
         """(model, fold) -> the photos' embeddings by that fold network."""
-        from pipeline.models.embedding import embed_rows
+        from pipeline.models.embedding import embed_pooled, embed_rows
+        from pipeline.models.pooled_cache import pooled_pairs
 
         batch = np.stack(photos)
-        out = {}
+        rows = np.arange(len(batch))
+        out, pooled = {}, {}
         for name, fold_models in self.fold_models.items():
             for fm in fold_models:
+                if fm.backbone is not None:
+                    if fm.backbone not in pooled:
+                        pooled[fm.backbone] = pooled_pairs(fm.model, batch, rows, 32, self.device)
+                    out[(name, fm.fold)] = embed_pooled(fm.model, pooled[fm.backbone], rows,
+                                                        bool(fm.config["embed"]["flip_tta"]), self.device)
+                    continue
                 train = fm.config["train"]
                 out[(name, fm.fold)] = embed_rows(fm.model, batch, np.arange(len(batch)), 32,
                                                   bool(fm.config["embed"]["flip_tta"]), self.device,
