@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="the recipe to measure (default: the default recipe)")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--no-zero-shot", action="store_true")
+    parser.add_argument("--pml", nargs="*", default=["arcface"], choices=["arcface", "triplet"],
+                        help="the PML peer's recipes (each trains for the default's total minutes)")
     parser.add_argument("--sift", action=argparse.BooleanOptionalAction, default=None,
                         help="run the SIFT peer (default: with --quick only; on humpback it compares every test "
                              "photo with every train photo, hours on 2 cores)")
@@ -93,7 +95,8 @@ def main() -> None:
         if not args.no_peers and PEER.is_file():
             seconds = args.budget * args.folds * 60
             weights = lite0_timm_file(root / "lite0_timm.pth")
-            for loss, tune in (("arcface", "split"), ("triplet", "loo")):
+            for loss in args.pml:
+                tune = {"arcface": "split", "triplet": "loo"}[loss]  # each recipe's tuning, as its docstring has it
                 t0 = time.time()
                 score = _peer_score(PEER, [str(data), "--model", "tf_efficientnet_lite0", "--weights", str(weights),
                                            "--hw", "128,256", "--budget", str(seconds), "--loss", loss, "--tune", tune,
