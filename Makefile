@@ -30,7 +30,7 @@ MODEL_ARGS = $(COMMON) --model $(MODEL) $(FOLDS_ARG)
 
 DEMO_WORK := work/demo
 DEMO_DATA := $(DEMO_WORK)/data
-DEMO_ARGS := DATA=$(DEMO_DATA) WORK=$(DEMO_WORK) MODEL=demo_triplet PIPELINE=configs/demo.yaml \
+DEMO_ARGS := DATA=$(DEMO_DATA) WORK=$(DEMO_WORK) MODEL=lite0_head PIPELINE=configs/demo.yaml \
              FOLDS_FILE=folds/demo.csv SUBMISSION=submissions/demo.csv
 
 .PHONY: install demo test test-slow gpu-check bench bench-losses bench-retrieval bench-ensemble bench-boxes bench-catalogue bench-local bench-humpback boxes synth bundle catalogue-init catalogue-queue catalogue-evaluate preprocess folds train embed knn single train-all \
