@@ -181,3 +181,29 @@ def exif_photo(path, taken=None, gps=None, make="Canon", model="Canon EOS 7D", s
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path, exif=exif, quality=90)
     return Path(path)
+
+
+# A small cache (32 x 64 photos, 3 folds) and P x K batches of 4 x 2: training tests in seconds.
+SMALL_TRAIN = ["preprocess.image_size=[32,64]", "folds.n_folds=3", "sampler.classes_per_batch=4",
+               "sampler.photos_per_class=2"]
+
+
+@pytest.fixture(scope="module")
+def small_prepared(tiny_synth, tmp_path_factory):
+    """(ImageCache, folds) of the tiny synthetic set under SMALL_TRAIN, once per test module."""
+    from pipeline.cli import main
+    from pipeline.data.cache import ImageCache
+    from pipeline.data.folds import read_folds
+
+    work = tmp_path_factory.mktemp("small")
+    sets = [x for s in SMALL_TRAIN for x in ("--set", s)]
+    assert main(["preprocess", "--data", str(tiny_synth), "--work", str(work), *sets]) == 0
+    assert main(["folds", "--work", str(work), "--folds-file", str(work / "folds.csv"), *sets]) == 0
+    return ImageCache.open(work), read_folds(work / "folds.csv")
+
+
+def small_config(recipe: str = "test_arcface", *extra):
+    """A recipe's config under SMALL_TRAIN and `extra` overrides."""
+    from pipeline.config import load_stage_config
+
+    return load_stage_config(REPO / "configs", recipe, [*SMALL_TRAIN, *extra])

@@ -6,31 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.config import load_stage_config
-from pipeline.data.cache import ImageCache
-from pipeline.data.folds import read_folds
-from pipeline.cli import main
 from pipeline.models.net import model_from_checkpoint
 from pipeline.training.fit import fit
 from pipeline.training.head import fold_standardisation
 from pipeline.training.loop import keep_batch_norm_statistics
-from tests.conftest import REPO
-
-SMALL = ["preprocess.image_size=[32,64]", "folds.n_folds=3", "sampler.classes_per_batch=4",
-         "sampler.photos_per_class=2"]
-
-
-@pytest.fixture(scope="module")
-def prepared(tiny_synth, tmp_path_factory):
-    work = tmp_path_factory.mktemp("head")
-    sets = [x for s in SMALL for x in ("--set", s)]
-    assert main(["preprocess", "--data", str(tiny_synth), "--work", str(work), *sets]) == 0
-    assert main(["folds", "--work", str(work), "--folds-file", str(work / "folds.csv"), *sets]) == 0
-    return ImageCache.open(work), read_folds(work / "folds.csv")
+from tests.conftest import small_config
 
 
 def config(*extra):
-    return load_stage_config(REPO / "configs", "test_arcface", [*SMALL, *extra])
+    return small_config("test_arcface", *extra)
 
 
 def test_folding_the_standardisation_into_the_linear_layer_is_exact():
@@ -42,8 +26,8 @@ def test_folding_the_standardisation_into_the_linear_layer_is_exact():
     assert torch.allclose(linear(x), expected, atol=1e-5)
 
 
-def test_a_head_only_run_trains_the_neck_and_leaves_the_backbone(prepared, tmp_path):
-    cache, folds = prepared
+def test_a_head_only_run_trains_the_neck_and_leaves_the_backbone(small_prepared, tmp_path):
+    cache, folds = small_prepared
     cfg = config("train.epochs=0", "train.head_epochs=20", "train.head_batch_size=16", "train.head_lr=0.01")
     torch.manual_seed(int(cfg["seed"]))  # fit seeds the same way: the network it starts from
     result = fit(cfg, cache, folds, 0, tmp_path / "head")
@@ -66,7 +50,7 @@ def test_a_head_only_run_trains_the_neck_and_leaves_the_backbone(prepared, tmp_p
     assert net.embed(x).shape == (32, int(cfg["model"]["embedding_dim"]))
 
 
-def test_the_head_comes_out_of_the_time_budget(prepared, tmp_path, monkeypatch):
+def test_the_head_comes_out_of_the_time_budget(small_prepared, tmp_path, monkeypatch):
     """A head that took 6 s of a 3 s budget leaves the network none: it stops after its first step."""
     import types
 
@@ -74,7 +58,7 @@ def test_the_head_comes_out_of_the_time_budget(prepared, tmp_path, monkeypatch):
 
     readings = [100.0, 106.0]  # the head's start and end
     monkeypatch.setattr(fit_module, "time", types.SimpleNamespace(monotonic=lambda: readings.pop(0)))
-    cache, folds = prepared
+    cache, folds = small_prepared
     result = fit(config("train.epochs=1000", "train.head_epochs=1", "train.time_budget_min=0.05"), cache, folds, 0,
                  tmp_path / "budget")
     assert result["head_total_seconds"] == 6.0 and result["steps"] == 1
@@ -102,12 +86,12 @@ def test_freeze_bn_keeps_the_backbones_running_statistics():
         "the neck's norm should still learn its statistics"
 
 
-def test_embed_from_shared_pooled_features_matches_the_network(prepared, tmp_path):
+def test_embed_from_shared_pooled_features_matches_the_network(small_prepared, tmp_path):
     """A head-only model's embeddings from the pooled features kept beside the cache are the network's own."""
     from pipeline.models.embedding import embed_pooled, embed_rows
     from pipeline.models.pooled_cache import pooled_features
 
-    cache, folds = prepared
+    cache, folds = small_prepared
     cfg = config("train.epochs=0", "train.head_epochs=2", "train.head_batch_size=16")
     fit(cfg, cache, folds, 0, tmp_path / "m")
     net = model_from_checkpoint(torch.load(tmp_path / "m" / "final.pt", weights_only=True))
@@ -118,7 +102,7 @@ def test_embed_from_shared_pooled_features_matches_the_network(prepared, tmp_pat
     assert np.allclose(embed_pooled(net, pooled, rows, True), direct, atol=1e-5)
 
 
-def test_identify_runs_a_shared_backbone_once_for_all_folds(prepared, tmp_path, monkeypatch):
+def test_identify_runs_a_shared_backbone_once_for_all_folds(small_prepared, tmp_path, monkeypatch):
     """Two folds of a head-only recipe (the same frozen backbone, their own heads): identify embeds a
     photo with one backbone pass per photo and mirror, and each fold's vectors are its network's own."""
     from pipeline.models.embedding import embed_rows
@@ -127,7 +111,7 @@ def test_identify_runs_a_shared_backbone_once_for_all_folds(prepared, tmp_path, 
 
     import timm
 
-    cache, folds = prepared
+    cache, folds = small_prepared
     weights = tmp_path / "backbone.pth"  # one starting backbone for both folds, as pretrained weights are
     torch.save(timm.create_model("test_resnet", num_classes=0).state_dict(), weights)
     cfg = config("train.epochs=0", "train.head_epochs=2", "train.head_batch_size=16", f"model.weights=file:{weights}")

@@ -9,36 +9,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.cli import main
-from pipeline.config import load_stage_config
-from pipeline.data.cache import ImageCache
 from pipeline.data.samplers import PKBatchSampler
 from pipeline.errors import PipelineError
-from pipeline.data.folds import read_folds
 from pipeline.models.net import EmbeddingNet, SnapshotEnsemble, model_from_checkpoint
 from pipeline.training.fit import fit
 from pipeline.training.loop import lr_factor
-from tests.conftest import REPO
-
-SMALL = ["preprocess.image_size=[32,64]", "folds.n_folds=3", "sampler.classes_per_batch=4",
-         "sampler.photos_per_class=2"]
-
-
-@pytest.fixture(scope="module")
-def prepared(tiny_synth, tmp_path_factory):
-    work = tmp_path_factory.mktemp("work")
-    sets = [x for s in SMALL for x in ("--set", s)]
-    assert main(["preprocess", "--data", str(tiny_synth), "--work", str(work), *sets]) == 0
-    assert main(["folds", "--work", str(work), "--folds-file", str(work / "folds.csv"), *sets]) == 0
-    return ImageCache.open(work), read_folds(work / "folds.csv")
+from tests.conftest import small_config
 
 
 def config(*extra):
-    return load_stage_config(REPO / "configs", "test_arcface", [*SMALL, *extra])
+    return small_config("test_arcface", *extra)
 
 
-def test_resume_continues_and_matches_an_uninterrupted_run(prepared, tmp_path):
-    cache, folds = prepared
+def test_resume_continues_and_matches_an_uninterrupted_run(small_prepared, tmp_path):
+    cache, folds = small_prepared
     fit(config("train.epochs=2"), cache, folds, 0, tmp_path / "a")
     # Same run asked for 4 epochs: resumes at epoch 2 from last.pt and does only the rest.
     result = fit(config("train.epochs=4"), cache, folds, 0, tmp_path / "a")
@@ -46,16 +30,16 @@ def test_resume_continues_and_matches_an_uninterrupted_run(prepared, tmp_path):
     assert list(log["epoch"]) == [1, 2, 3, 4] and result["epochs"] == 4
 
 
-def test_time_budget_stops_cleanly(prepared, tmp_path):
-    cache, folds = prepared
+def test_time_budget_stops_cleanly(small_prepared, tmp_path):
+    cache, folds = small_prepared
     result = fit(config("train.epochs=1000", "train.time_budget_min=0.02"), cache, folds, 0, tmp_path / "b")
     assert result["epochs"] < 1000
     state = torch.load(tmp_path / "b" / "final.pt", weights_only=True)
     assert state["epochs"] == result["epochs"] and (tmp_path / "b" / "config.yaml").is_file()
 
 
-def test_resume_with_another_config_is_refused(prepared, tmp_path):
-    cache, folds = prepared
+def test_resume_with_another_config_is_refused(small_prepared, tmp_path):
+    cache, folds = small_prepared
     fit(config("train.epochs=1"), cache, folds, 0, tmp_path / "c")
     with pytest.raises(PipelineError, match=r"last\.pt: checkpoint was trained with a different 'model' config"):
         fit(config("train.epochs=2", "model.embedding_dim=32"), cache, folds, 0, tmp_path / "c")
@@ -131,11 +115,11 @@ def test_flip_as_new_identity_doubles_identities():
     ["loss.name=npair", "sampler.hard_classes=true"],
     ["loss.name=triplet", "divide.clusters=2", "divide.every_epochs=1", "divide.finetune_share=0.4"],
 ])
-def test_sampling_options_train_and_resume(prepared, tmp_path, extra, monkeypatch):
+def test_sampling_options_train_and_resume(small_prepared, tmp_path, extra, monkeypatch):
     import pipeline.training.fit as fit_module
     from pipeline.training.hooks import Checkpoint
 
-    cache, folds = prepared
+    cache, folds = small_prepared
     a = fit(config("train.epochs=3", *extra), cache, folds, 0, tmp_path / "a")
     assert a["epochs"] == 3 and np.isfinite(a["final_loss"])
 
@@ -180,8 +164,8 @@ def test_three_cycles_restart_at_the_full_rate():
     assert lr_factor(0.1 + (third - 0.1) / 2, 0.1, 3) == pytest.approx(cosine(0.5))
 
 
-def test_a_snapshot_per_cycle_and_the_network_averages_their_cosines(prepared, tmp_path):
-    cache, folds = prepared
+def test_a_snapshot_per_cycle_and_the_network_averages_their_cosines(small_prepared, tmp_path):
+    cache, folds = small_prepared
     fit(config("train.epochs=3", "train.snapshots=3"), cache, folds, 0, tmp_path / "m")
     state = torch.load(tmp_path / "m" / "final.pt", weights_only=True)
     assert len(state["snapshots"]) == 2  # the ends of cycles 1 and 2; the final weights end cycle 3
@@ -206,8 +190,8 @@ def test_a_snapshot_per_cycle_and_the_network_averages_their_cosines(prepared, t
     assert isinstance(model_from_checkpoint(state, snapshots=False), EmbeddingNet)
 
 
-def test_a_resumed_run_keeps_its_snapshots(prepared, tmp_path):
-    cache, folds = prepared
+def test_a_resumed_run_keeps_its_snapshots(small_prepared, tmp_path):
+    cache, folds = small_prepared
     # A 2-epoch run in 2 cycles keeps its snapshot after epoch 1; asked for 4 epochs, the same run
     # resumes from last.pt at epoch 2, where the snapshot it carries is the only one it needs.
     fit(config("train.epochs=2", "train.snapshots=2"), cache, folds, 0, tmp_path / "r")
@@ -220,7 +204,7 @@ def test_a_resumed_run_keeps_its_snapshots(prepared, tmp_path):
     assert all(torch.equal(final["snapshots"][0][k], v) for k, v in kept[0].items())
 
 
-def test_snapshots_below_one_are_refused(prepared, tmp_path):
-    cache, folds = prepared
+def test_snapshots_below_one_are_refused(small_prepared, tmp_path):
+    cache, folds = small_prepared
     with pytest.raises(PipelineError, match="train.snapshots"):
         fit(config("train.epochs=1", "train.snapshots=0"), cache, folds, 0, tmp_path / "z")
