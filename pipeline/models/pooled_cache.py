@@ -23,14 +23,20 @@ from pipeline.progress import Progress
 log = logging.getLogger(__name__)
 
 
+def tensors_digest(state: dict, prefixes: tuple[str, ...] = ("",), digest_size: int = 16):
+    """A blake2b hash of a state dict's tensors (names and bytes) whose names start with `prefixes`."""
+    digest = hashlib.blake2b(digest_size=digest_size)
+    for name, tensor in sorted(state.items()):
+        if name.startswith(prefixes):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest
+
+
 def backbone_digest(model) -> str:
     """A digest of what decides a network's pooled features: the backbone's and the pooling's tensors,
     the input size and normalisation. Folds whose backbone did not train share it."""
-    digest = hashlib.blake2b(digest_size=12)
-    for name, tensor in sorted(model.state_dict().items()):
-        if name.startswith(("backbone.", "pool.")):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    digest = tensors_digest(model.state_dict(), ("backbone.", "pool."), digest_size=12)
     spec = model.spec
     digest.update(repr((spec["input_size"], spec["mean"], spec["std"], spec["pool"])).encode())
     return digest.hexdigest()

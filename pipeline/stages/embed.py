@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from pipeline import columns as C
 from pipeline.data.cache import ImageCache, cache_dir
@@ -17,7 +15,7 @@ from pipeline.errors import PipelineError
 from pipeline.io.atomic import write_csv, write_npy
 from pipeline.models.net import EmbeddingNet, model_from_checkpoint
 from pipeline.models.embedding import embed_pooled, embed_rows
-from pipeline.models.pooled_cache import pooled_features
+from pipeline.models.pooled_cache import pooled_features, tensors_digest
 from pipeline.io.paths import embedding_dir, folds_with, model_dir
 from pipeline.stages.common import add_common, add_folds, parse_folds, stage_config
 from pipeline.training.checkpoint import load_checkpoint
@@ -36,11 +34,7 @@ def zero_shot_key(state: dict) -> str | None:
     recipe holds the same network (unless model.centre fits one per fold), so it is embedded once."""
     if int(state.get("steps", 1)) != 0 or state.get("snapshots"):
         return None
-    digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(state["model"].items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return tensors_digest(state["model"]).hexdigest()
 
 
 def run(args: argparse.Namespace) -> None:

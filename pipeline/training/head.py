@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import PipelineError
+from pipeline.training.loop import lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def fit_head(model, loss: nn.Module, features: torch.Tensor, labels: np.ndarray,
             if len(idx) < 2:  # batch norm needs two rows
                 continue
             for group, base in zip(optimizer.param_groups, bases):  # cosine to 1% over the head's steps
-                group["lr"] = base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+                group["lr"] = base * lr_factor(step / steps, 0.0)
             value = loss(model.bn(model.neck(x[idx])), y[idx])
             optimizer.zero_grad(set_to_none=True)
             value.backward()
