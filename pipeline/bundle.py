@@ -30,7 +30,7 @@ import yaml
 from pipeline import columns as C
 from pipeline.decision.calibration import NewIndividualCalibration
 from pipeline.errors import PipelineError
-from pipeline.retrieval.policy import NewWhalePolicy
+from pipeline.decision.policy import NewWhalePolicy
 from pipeline.retrieval.retriever import Gallery
 
 FORMAT = 1

@@ -246,7 +246,7 @@ DEFAULTS: dict[str, Any] = {
         "local_rootsift": False,  # RootSIFT (Hellinger) distances for the ratio test
         # Calibrated fusion (WildFusion's way): the global score and the local score each become P(same
         # individual) by isotonic regression on out-of-fold pairs, then
-        # (1 - local_weight) * P_global + local_weight * P_local (retrieval/fusion_calibration.py).
+        # (1 - local_weight) * P_global + local_weight * P_local (decision/fusion_calibration.py).
         "local_calibrate": False,
         # The order the shortlist re-scorers run in, each when its own switch is on (knn.verify,
         # knn.local); a new one registers itself in retrieval/postprocess.py and is named here.

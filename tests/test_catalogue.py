@@ -282,7 +282,7 @@ def test_p_new_of_the_bundle_cross_fitted_on_its_folds(trained_tiny):
     from pipeline.data.folds import read_folds
     from pipeline.decision.calibration import NewIndividualCalibration, auc
     from pipeline.retrieval.predictions import Predictions
-    from pipeline.retrieval.threshold import top_whales
+    from pipeline.decision.threshold import top_whales
 
     _, work = trained_tiny
     oof = Predictions.read(work / "predictions" / "demo_triplet").oof

@@ -10,7 +10,7 @@ import pytest
 from pipeline import columns as C
 from pipeline.cli import main
 from pipeline.ensemble.features import mirrored
-from pipeline.retrieval.threshold import share_threshold
+from pipeline.decision.threshold import share_threshold
 from pipeline.data.folds import read_folds
 from tests.conftest import REPO, TINY_SETS
 

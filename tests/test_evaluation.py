@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 from pipeline import columns as C
-from pipeline.evaluation import best_member_bound, cross_validate, fold_policies, query_precisions
+from pipeline.decision.evaluation import best_member_bound, cross_validate, fold_policies, query_precisions
 from pipeline.metrics import average_precision_at_5
-from pipeline.retrieval.policy import NewWhalePolicy
+from pipeline.decision.policy import NewWhalePolicy
 
 WHALES = [f"w_{i}" for i in range(6)]
 

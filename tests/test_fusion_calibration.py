@@ -1,4 +1,4 @@
-"""Calibrated fusion (retrieval/fusion_calibration.py): P(same individual) from the local count and
+"""Calibrated fusion (decision/fusion_calibration.py): P(same individual) from the local count and
 from the global score, judged on held-out pairs; the fused scale; no fold's own pairs reach the
 calibration that scores it; and the knn stage end to end with knn.local_calibrate."""
 import json
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pipeline import columns as C
-from pipeline.retrieval.fusion_calibration import LOCAL_COUNT, FusionCalibration, cross_fitted
+from pipeline.decision.fusion_calibration import LOCAL_COUNT, FusionCalibration, cross_fitted
 
 
 def pairs(seed, queries=400, whales=10):

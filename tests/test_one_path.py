@@ -144,10 +144,10 @@ def test_two_data_sets_get_their_own_folds_files(tmp_path, monkeypatch):
 
 
 def test_cv_names_its_baselines_by_what_they_do(trained_tiny):
-    from pipeline.evaluation import cross_validate
+    from pipeline.decision.evaluation import cross_validate
     from pipeline.metrics import map_at_5
-    from pipeline.retrieval.policy import NewWhalePolicy
-    from pipeline.retrieval.threshold import top_whales
+    from pipeline.decision.policy import NewWhalePolicy
+    from pipeline.decision.threshold import top_whales
 
     _, work = trained_tiny
     folds = read_folds(work / "folds.csv")
@@ -235,8 +235,8 @@ def test_one_place_decides_new_whale_and_one_place_searches():
     for path in (REPO / "pipeline").rglob("*.py"):
         rel = str(path.relative_to(REPO))
         text = path.read_text()
-        if rel not in ("pipeline/retrieval/policy.py", "pipeline/retrieval/threshold.py"):
-            assert not re.search(r"from pipeline\.retrieval\.threshold import[^\n]*" + threshold_math.pattern, text), rel
+        if rel not in ("pipeline/decision/policy.py", "pipeline/decision/threshold.py"):
+            assert not re.search(r"from pipeline\.decision\.threshold import[^\n]*" + threshold_math.pattern, text), rel
         if rel not in ("pipeline/retrieval/retriever.py", "pipeline/retrieval/rerank.py",
                        "pipeline/retrieval/verification.py"):  # the retriever and its post-processors
             assert not searches.search(text), rel

@@ -8,7 +8,7 @@ from pipeline.retrieval.index import check_embeddings, search
 from pipeline.config import DEFAULTS
 from pipeline.retrieval.retriever import Gallery, Retriever
 from pipeline.retrieval.scores import fuse
-from pipeline.retrieval.threshold import map5_by_threshold, predict, top_whales, tune_threshold
+from pipeline.decision.threshold import map5_by_threshold, predict, top_whales, tune_threshold
 from pipeline.errors import PipelineError
 
 

@@ -26,7 +26,7 @@ from pipeline.decision.calibration import auc, reliability
 from pipeline.retrieval.local_features import empty_features
 from pipeline.retrieval.retriever import Gallery, Retriever, fuse_folds
 from pipeline.retrieval.scores import fuse
-from pipeline.retrieval.threshold import top_whales
+from pipeline.decision.threshold import top_whales
 
 
 def replay_order(photos: pd.DataFrame, seed: int = 0) -> pd.DataFrame:

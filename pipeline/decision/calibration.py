@@ -12,7 +12,7 @@ import pandas as pd
 
 from pipeline import columns as C
 from pipeline.errors import PipelineError
-from pipeline.retrieval.threshold import top_whales
+from pipeline.decision.threshold import top_whales
 
 
 @dataclass

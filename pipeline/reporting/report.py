@@ -17,8 +17,8 @@ from pipeline import columns as C  # noqa: E402
 from pipeline.data.cache import ImageCache  # noqa: E402
 from pipeline.metrics import average_precision_at_5  # noqa: E402
 from pipeline.reporting.images import figure_uri, jpeg_uri  # noqa: E402
-from pipeline.evaluation import cross_validate, fold_policies  # noqa: E402
-from pipeline.retrieval.policy import NewWhalePolicy  # noqa: E402
+from pipeline.decision.evaluation import cross_validate, fold_policies  # noqa: E402
+from pipeline.decision.policy import NewWhalePolicy  # noqa: E402
 from pipeline.retrieval.predictions import Predictions, fallback_whales  # noqa: E402
 
 STYLE = """

@@ -186,7 +186,7 @@ class Identifier:
 
     def new_probability(self, fused: pd.DataFrame, names: list[str]) -> np.ndarray:
         """P(new individual) of each query, from its best whale score (decision/calibration.py)."""
-        from pipeline.retrieval.threshold import top_whales
+        from pipeline.decision.threshold import top_whales
 
         _, vals = top_whales(fused, names)
         return self.p_new(vals[:, 0])

@@ -233,7 +233,7 @@ class LocalMatcher:
     def rescore(self, table: pd.DataFrame, query_descriptors: list[np.ndarray], names, vectors: np.ndarray,
                 queries: np.ndarray, gallery, raw: bool = False) -> pd.DataFrame:
         """Blends each query's `local_top` whales' scores with their best match count (module docstring),
-        or, with knn.local_calibrate, fuses both as calibrated probabilities (fusion_calibration.py).
+        or, with knn.local_calibrate, fuses both as calibrated probabilities (decision/fusion_calibration.py).
         `raw`: leave the scores and give each row its count (`local_count`, -1 outside the shortlist),
         for the knn stage to fit that calibration on."""
         if self.store is None:
@@ -258,7 +258,7 @@ class LocalMatcher:
         keys = list(zip(table[C.IMAGE], table[C.ID]))
         count = np.array([best.get(k, -1) for k in keys], dtype=np.float64)
         if cfg.get("local_calibrate"):
-            from pipeline.retrieval.fusion_calibration import LOCAL_COUNT, FusionCalibration
+            from pipeline.decision.fusion_calibration import LOCAL_COUNT, FusionCalibration
 
             with_counts = table.assign(**{LOCAL_COUNT: count})
             if raw:

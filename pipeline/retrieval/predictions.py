@@ -17,7 +17,7 @@ import pandas as pd
 from pipeline import columns as C
 from pipeline.errors import PipelineError
 from pipeline.io.atomic import write_json, write_parquet, write_yaml
-from pipeline.retrieval.policy import NewWhalePolicy
+from pipeline.decision.policy import NewWhalePolicy
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""cv: MAP@5 per fold and overall on out-of-fold predictions (pipeline/evaluation.py), written to
+"""cv: MAP@5 per fold and overall on out-of-fold predictions (pipeline/decision/evaluation.py), written to
 WORK/reports/cv.json and cv.md with the config that produced them."""
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.data.folds import read_folds
-from pipeline.evaluation import cross_validate, markdown
+from pipeline.decision.evaluation import cross_validate, markdown
 from pipeline.io.atomic import write_json, write_text, write_yaml
 from pipeline.io.paths import prediction_dir
 from pipeline.io.stamp import Stamp, fingerprint
-from pipeline.retrieval.policy import NewWhalePolicy
+from pipeline.decision.policy import NewWhalePolicy
 from pipeline.retrieval.predictions import Predictions
 from pipeline.stages.common import add_common, add_folds_file, folds_file, stage_config
 

@@ -19,11 +19,11 @@ from pipeline.data.cache import ImageCache
 from pipeline.data.folds import read_folds
 from pipeline.ensemble import methods as M
 from pipeline.errors import PipelineError
-from pipeline.evaluation import cross_validate
+from pipeline.decision.evaluation import cross_validate
 from pipeline.io.atomic import write_csv, write_json, write_text
 from pipeline.io.paths import prediction_dir
 from pipeline.io.stamp import Stamp, fingerprint
-from pipeline.retrieval.policy import NewWhalePolicy
+from pipeline.decision.policy import NewWhalePolicy
 from pipeline.retrieval.predictions import Predictions, write_predictions
 from pipeline.stages.common import add_common, add_folds_file, folds_file, stage_config
 

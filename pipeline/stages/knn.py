@@ -44,7 +44,7 @@ def calibrated(results, folds: pd.DataFrame, cfg: dict, out: Path):
     """knn.local_calibrate: fold k's out-of-fold rows fused by a calibration fitted on the other folds'
     rows; test rows by one fitted on every fold's rows, which is saved for identify and the bundle."""
     from pipeline.io.atomic import write_json
-    from pipeline.retrieval.fusion_calibration import FusionCalibration, cross_fitted
+    from pipeline.decision.fusion_calibration import FusionCalibration, cross_fitted
 
     truth = folds.set_index(C.IMAGE)[C.TRUTH]
     weight = float(cfg["knn"]["local_weight"])
