@@ -52,9 +52,9 @@ class NamedDescriptors:
     path = None  # no saved match counts: those belong to a work folder's cache
 
     def __init__(self, arrays: dict):
-        from pipeline.retrieval.local_features import empty_features
+        from pipeline.retrieval.local.extract import empty_features
 
-        self.arrays = arrays  # name -> local_features.LocalFeatures
+        self.arrays = arrays  # name -> local.extract.LocalFeatures
         self._empty = empty_features()
 
     def get(self, names, split: str = C.TRAIN) -> list[np.ndarray]:
@@ -68,7 +68,7 @@ class NamedDescriptors:
 
     @classmethod
     def read(cls, path: Path) -> "NamedDescriptors":
-        from pipeline.retrieval.local_features import LocalFeatures
+        from pipeline.retrieval.local.extract import LocalFeatures
 
         saved = np.load(path, allow_pickle=False)
         names, offsets, data, points = saved["names"], saved["offsets"], saved["descriptors"], saved["points"]
@@ -115,7 +115,7 @@ class Bundle:
         from pipeline.io.paths import embedding_dir, model_dir, prediction_dir
         from pipeline.retrieval.embeddings import load_embeddings
         from pipeline.retrieval.identify import prediction_set
-        from pipeline.retrieval.local_features import DescriptorStore
+        from pipeline.retrieval.local.extract import DescriptorStore
         from pipeline.retrieval.predictions import Predictions, fallback_whales
         from pipeline.retrieval.retriever import fold_gallery
 

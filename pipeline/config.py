@@ -224,7 +224,7 @@ DEFAULTS: dict[str, Any] = {
         "verify_epochs": 20,
         "verify_lr": 0.001,
         "verify_weight": 1.0,  # 1: the probability alone; below 1, blended with the retrieval score
-        # Local-feature matching (retrieval/local_features.py): SIFT match counts re-score each query's
+        # Local-feature matching (retrieval/local/, retrieval/postprocess/local.py): SIFT match counts re-score each query's
         # local_top whales, blended as (1 - local_weight) * score + local_weight * count / (count + local_scale).
         # On, with top 20 and weight 0.5: the highest CV MAP@5 on nyala and on lion (README, "Local features").
         "local": True,
@@ -235,7 +235,7 @@ DEFAULTS: dict[str, Any] = {
         "local_weight": 0.5,
         "local_scale": 10.0,
         # none: the ratio-test count above; homography or fundamental: only the matches one robustly
-        # estimated transform explains count (retrieval/geometry.py, OpenCV's USAC MAGSAC++), for pairs
+        # estimated transform explains count (retrieval/local/collect.py, OpenCV's USAC MAGSAC++), for pairs
         # with at least local_min_matches matches; local_ransac_px bounds an inlier's reprojection error.
         # homography: the highest mean CV MAP@5 of the default recipe over nyala and lion, pooled over
         # two bench-local runs, and on the demo's synthetic set (README, "Local features"); as fast as

@@ -35,6 +35,10 @@ class Registry:
                                 self.config_key)
         return self._entries[name]
 
+    def pop(self, name: str, default: Any = None) -> Any:
+        """Removes an entry (a test's temporary registration)."""
+        return self._entries.pop(name, default)
+
     def names(self) -> list[str]:
         return sorted(self._entries)
 

@@ -174,7 +174,8 @@ def test_the_classifier_weighs_local_matches_as_the_retriever_does(two_models):
     from pipeline.ensemble import methods as M
     from pipeline.ensemble.features import concatenated
     from pipeline.io.paths import embedding_dir
-    from pipeline.retrieval.local_features import DescriptorStore, match_counts
+    from pipeline.retrieval.local.collect import match_counts
+    from pipeline.retrieval.local.extract import DescriptorStore
 
     work, configs, folds_file, sets = two_models
     cfg = load_stage_config(configs, overrides=TINY_SETS)

@@ -1,11 +1,11 @@
-"""Geometric verification (retrieval/geometry.py, local_features.inlier_counts): the inliers of a
+"""Geometric verification (retrieval/local/collect.py: ransac_inliers, inlier_counts): the inliers of a
 photo against its own warp by a known homography are the warped keypoints; an unrelated photo has
 next to none; the robust estimate separates exact point pairs from outliers."""
 import numpy as np
 import pytest
 
-from pipeline.retrieval.geometry import inlier_matches, ransac_inliers
-from pipeline.retrieval.local_features import inlier_counts, local_scores, match_counts, sift_descriptors
+from pipeline.retrieval.local.collect import inlier_counts, inlier_matches, local_scores, match_counts, ransac_inliers
+from pipeline.retrieval.local.extract import sift_descriptors
 
 H = np.array([[0.92, -0.12, 14.0], [0.10, 0.95, 6.0], [0.0002, 0.0001, 1.0]])
 

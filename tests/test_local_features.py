@@ -1,4 +1,4 @@
-"""Local-feature matching (retrieval/local_features.py): the match count as wildlife-tools defines it,
+"""Local-feature matching (retrieval/local/, retrieval/postprocess/local.py): the match count as wildlife-tools defines it,
 recomputed by hand; descriptors stored once per work folder; the re-scoring arithmetic."""
 import numpy as np
 import pandas as pd
@@ -6,7 +6,9 @@ import pytest
 
 from pipeline import columns as C
 from pipeline.errors import PipelineError
-from pipeline.retrieval.local_features import DescriptorStore, LocalMatcher, match_counts, sift_descriptors
+from pipeline.retrieval.local.collect import match_counts
+from pipeline.retrieval.local.extract import DescriptorStore, sift_descriptors
+from pipeline.retrieval.postprocess.local import LocalMatcher
 from pipeline.retrieval.retriever import Gallery, Retriever
 
 
@@ -135,7 +137,7 @@ def _local_world(tiny_synth, tmp_path):
 
 def _counting(monkeypatch):
     """Counts the gallery photos match_counts is asked to match."""
-    import pipeline.retrieval.local_features as lf
+    import pipeline.retrieval.local.collect as lf
 
     asked, real = [], lf.match_counts
     monkeypatch.setattr(lf, "match_counts", lambda q, g, *a: asked.extend([1] * len(g)) or real(q, g, *a))
@@ -179,7 +181,7 @@ def test_match_counts_between_cached_photos_are_saved_for_the_next_run(tiny_synt
 
 
 def test_saved_match_counts_merge_what_another_process_saved_and_survive_a_broken_file(tmp_path, caplog):
-    from pipeline.retrieval.match_cache import SavedMatches
+    from pipeline.retrieval.local.saved import SavedMatches
 
     sift = tmp_path / "local-sift-40.npz"
     np.savez(sift, descriptors=np.zeros((0, 128), np.uint8), offsets=np.zeros(1, np.int64))

@@ -23,7 +23,7 @@ import pandas as pd
 from pipeline import columns as C
 from pipeline.bundle import NamedDescriptors
 from pipeline.decision.calibration import auc, reliability
-from pipeline.retrieval.local_features import empty_features
+from pipeline.retrieval.local.extract import empty_features
 from pipeline.retrieval.retriever import Gallery, Retriever, fuse_folds
 from pipeline.retrieval.scores import fuse
 from pipeline.decision.threshold import top_whales
@@ -98,12 +98,10 @@ def evaluate(catalogue, seed: int = 0, limit: int | None = None) -> dict:
             use = [fold] if fold is not None and fold in model.checkpoints else sorted(model.checkpoints)
             tables, known = [], []
             retriever = retrievers[model.name]
-            k = int(model.config["knn"]["local_keypoints"]) if model.config["knn"].get("local") else None
+            features = {r.reads: [local[r.feature_key].get(digest, empty_features())] for r in retriever.readers()}
             for f in use:
                 gallery = Gallery(vectors[(model.name, f)][:start], ids[:start], names[:start])
-                result = retriever.search(gallery, vectors[(model.name, f)][i:i + 1], [digest],
-                                          query_descriptors=[local[k].get(digest, empty_features())]
-                                          if k else None)
+                result = retriever.search(gallery, vectors[(model.name, f)][i:i + 1], [digest], query_features=features)
                 tables.append(result.scores)
                 known.append(set(ids[:start]))
             per_model.append(fuse_folds(tables, known))

@@ -147,7 +147,7 @@ def _vectors(store: Store, source: Source, keep: list[int], work, bundle, progre
     if read:
         from pipeline.io.paths import embedding_dir
         from pipeline.retrieval.embeddings import load_embeddings
-        from pipeline.retrieval.local_features import DescriptorStore
+        from pipeline.retrieval.local.extract import DescriptorStore
 
         names = [work_names[i] for i in read]
         vectors = {(m.name, f): load_embeddings(embedding_dir(work, m.name, f), names, C.TRAIN)

@@ -16,7 +16,7 @@ from pipeline import columns as C
 from pipeline.bundle import Bundle, NamedDescriptors
 from pipeline.catalogue.store import Store
 from pipeline.errors import PipelineError
-from pipeline.retrieval.local_features import empty_features
+from pipeline.retrieval.local.extract import empty_features
 from pipeline.retrieval.retriever import Gallery
 
 SHOWN = 5  # candidates kept per photo for the reviewer

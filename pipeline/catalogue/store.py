@@ -337,8 +337,8 @@ class Store:
         return rows
 
     def descriptors(self, keypoints: int, hashes: list[str] | None = None) -> dict:
-        """hash -> its local features (local_features.LocalFeatures: descriptors with their keypoints)."""
-        from pipeline.retrieval.local_features import LocalFeatures
+        """hash -> its local features (local.extract.LocalFeatures: descriptors with their keypoints)."""
+        from pipeline.retrieval.local.extract import LocalFeatures
 
         sql, params = "SELECT hash, data, points FROM descriptors WHERE keypoints = ?", [keypoints]
         if hashes is None:

@@ -35,7 +35,7 @@ def fusion(oofs: list[pd.DataFrame], tests: list[pd.DataFrame], weights: list[fl
 def classifier_fold(work, models: list[dict], folds: pd.DataFrame, fold: int, test_names, cfg: dict,
                     extra: pd.DataFrame | None = None, matcher=None) -> tuple[pd.DataFrame, pd.DataFrame, set]:
     """Fold k's classifier: (out-of-fold table, test table, its classes). `extra` (Image, Id) are
-    pseudo-labelled test photos added to its training. `matcher` (a local_features.LocalMatcher):
+    pseudo-labelled test photos added to its training. `matcher` (a postprocess.local.LocalMatcher):
     its tables are re-scored with local-feature matches against fold k's gallery, as the retriever's are."""
     from pipeline.ensemble.classifier import predict_proba, top_table, train_classifier
     from pipeline.ensemble.features import concatenated, mirrored
@@ -82,7 +82,8 @@ def classifier(work, models, folds, fold_list, test_names, cfg) -> tuple[pd.Data
     pseudo_cfg = cfg["ensemble"]["pseudo_labels"]
     matcher = None
     if cfg["ensemble"]["classifier"]["local"] and cfg["knn"]["local"]:
-        from pipeline.retrieval.local_features import DescriptorStore, LocalMatcher
+        from pipeline.retrieval.local.extract import DescriptorStore
+        from pipeline.retrieval.postprocess.local import LocalMatcher
 
         # The classifier's probabilities are not the retriever's scores: a calibration fitted on those
         # (knn.local_calibrate) would not apply, so they take the plain blend with the local evidence.

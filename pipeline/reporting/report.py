@@ -104,7 +104,7 @@ def embedding_map(work: Path, folds: pd.DataFrame, largest: int = 12) -> str | N
 def match_lines_uri(cache: ImageCache, query: str, photo: str, height: int = 64) -> str:
     """The two cached photos side by side with their RANSAC-verified SIFT matches as lines."""
     from pipeline.reporting.match_lines import draw_match_lines
-    from pipeline.retrieval.geometry import inlier_matches
+    from pipeline.retrieval.local.collect import inlier_matches
 
     q, g = cache.images[cache.rows([query])[0]], cache.images[cache.rows([photo])[0]]
     q_xy, g_xy, strength = inlier_matches(q, g)

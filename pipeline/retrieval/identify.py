@@ -16,8 +16,8 @@ import pandas as pd
 from pipeline import columns as C
 from pipeline.errors import PipelineError
 from pipeline.io.paths import prediction_dir
-from pipeline.retrieval.local_features import sift_descriptors
-from pipeline.retrieval.retriever import Retriever, fuse_folds, merge_photos
+from pipeline.retrieval.photos import merge_photos
+from pipeline.retrieval.retriever import Retriever, fuse_folds
 from pipeline.retrieval.scores import fuse
 
 
@@ -156,13 +156,14 @@ class Identifier:
                                                   **({"amp_dtype": train["amp_dtype"]} if "amp_dtype" in train else {}))
         return out
 
-    def local_descriptors(self, photos: list[np.ndarray]) -> dict[int, list[np.ndarray]]:
-        """local_keypoints -> each photo's SIFT descriptors, for the models that match locally."""
+    def local_descriptors(self, photos: list[np.ndarray]) -> dict:
+        """Each re-scorer's per-query features of the photos (postprocess/base.py), by its feature_key
+        (local matching: the keypoints), computed once for the models whose re-scorers share it."""
         out = {}
         for retriever in self.retrievers.values():
-            keypoints = retriever.cfg.get("local_keypoints")
-            if retriever.local is not None and keypoints not in out:
-                out[keypoints] = [sift_descriptors(photo, keypoints) for photo in photos]
+            for reader in retriever.readers():
+                if reader.feature_key not in out:
+                    out[reader.feature_key] = reader.photo_features(photos)
         return out
 
     def rank(self, embeddings: dict, local: dict, names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -173,7 +174,7 @@ class Identifier:
             tables, known = [], []
             for fm in self.fold_models[name]:
                 result = retriever.search(fm.gallery, embeddings[(name, fm.fold)], names, photos=self.photos_per_whale,
-                                          query_descriptors=local.get(retriever.cfg.get("local_keypoints")))
+                                          query_features={r.reads: local.get(r.feature_key) for r in retriever.readers()})
                 tables.append(result.scores)
                 known.append(fm.gallery.whale_set())
                 photo_tables.append(result.photos)

@@ -12,8 +12,9 @@ scores the cosine to the mean of its photos' embeddings (the 3rd-place humpback 
 post-processing, each a config key (retrieval/rerank.py): database-side augmentation (`knn.dba_k`),
 alpha query expansion (`knn.qe_k`, `knn.qe_alpha`) and k-reciprocal re-ranking (`knn.rerank`); then
 the re-scorers of a shortlist: the verification head (`knn.verify`, retrieval/verification.py) and
-local-feature matching (`knn.local`, retrieval/local_features.py; it needs the photos' descriptors:
-`Retriever.from_config(cfg, descriptors=DescriptorStore.open(...))` and `query_descriptors=` per search).
+local-feature matching (`knn.local`, retrieval/postprocess/local.py; it needs the photos' descriptors:
+`Retriever.from_config(cfg, descriptors=DescriptorStore.open(...))`, and per search the queries' own,
+`query_features=retriever.cached_features(names, split)` or `retriever.photo_features(photos)`).
 
 A fold model k searches the gallery it was trained on (the known photos outside fold k) both for its
 validation queries and for test queries, so the out-of-fold scores that fit the new_whale policy and
@@ -30,6 +31,7 @@ import pandas as pd
 from pipeline import columns as C
 from pipeline.errors import PipelineError
 from pipeline.retrieval.index import search
+from pipeline.retrieval.photos import photos_by_similarity, photos_from_neighbours
 from pipeline.retrieval.scores import fuse, rank_whales
 
 AGGREGATIONS = ("max", "centroid")
@@ -166,13 +168,23 @@ class Retriever:
         if knn_cfg["aggregation"] not in AGGREGATIONS:
             raise PipelineError(f"unknown aggregation {knn_cfg['aggregation']!r}; use {' or '.join(AGGREGATIONS)}",
                                 "knn.aggregation")
-        self.postprocessors = postprocess.build(knn_cfg, self.seed, descriptors)  # verify, local, ... (postprocess.py)
-        local = [p for p in self.postprocessors if p.name == "local"]
-        self.local = local[0].matcher if local else None  # callers ask whether queries need local descriptors
+        self.postprocessors = postprocess.build(knn_cfg, self.seed, descriptors)  # verify, local, ... (postprocess/)
+
+    def readers(self) -> list:
+        """The re-scorers that read per-query features (each declares which: postprocess/base.py)."""
+        return [p for p in self.postprocessors if getattr(p, "reads", None)]
+
+    def photo_features(self, photos: list) -> dict:
+        """kind -> each photo's features, for the re-scorers that read them (photos given as pixels)."""
+        return {p.reads: p.photo_features(photos) for p in self.readers()}
+
+    def cached_features(self, names, split: str) -> dict:
+        """kind -> each named photo's features, for photos of the work folder's cache."""
+        return {p.reads: p.cached_features(names, split) for p in self.readers()}
 
     @classmethod
     def from_config(cls, cfg: dict, descriptors=None) -> "Retriever":
-        """`descriptors`: a local_features.DescriptorStore of the gallery photos (needed with knn.local)."""
+        """`descriptors`: a local.extract.DescriptorStore of the gallery photos (needed with knn.local)."""
         return cls(cfg["knn"], cfg["seed"], descriptors)
 
     def _index_options(self) -> dict:
@@ -180,12 +192,11 @@ class Retriever:
         return {"kind": k["index"], "nlist": k["nlist"], "nprobe": k["nprobe"], "seed": self.seed}
 
     def search(self, gallery: Gallery, queries: np.ndarray, names, photos: int = 0,
-               query_descriptors: list | None = None, raw_local: bool = False,
                query_features: dict | None = None) -> Retrieval:
-        """`query_features`: each kind of per-query feature a re-scorer reads (postprocess.py);
-        `query_descriptors` is short for {"local": ...}. `raw_local`: local counts left unfused."""
+        """`query_features`: kind -> one entry per query, for the re-scorers that read them
+        (`photo_features` or `cached_features` give them)."""
         from pipeline.retrieval import rerank
-        from pipeline.retrieval.postprocess import SearchContext
+        from pipeline.retrieval.postprocess.base import SearchContext
 
         names = np.asarray(names)
         if len(gallery) == 0:
@@ -206,12 +217,9 @@ class Retriever:
         q, r = np.nonzero(codes >= 0)
         table = pd.DataFrame({C.IMAGE: names[q], C.ID: whales[codes[q, r]], C.SCORE: scores[q, r].astype(np.float32)})
         if self.postprocessors:
-            features = dict(query_features or {})
-            if query_descriptors is not None:
-                features["local"] = query_descriptors
             ctx = SearchContext(gallery, names, queries, vectors, None if self.cfg["aggregation"] == "centroid" else sims,
-                                None if self.cfg["aggregation"] == "centroid" else idx, features,
-                                {"index": self._index_options(), "raw_local": raw_local})
+                                None if self.cfg["aggregation"] == "centroid" else idx, dict(query_features or {}),
+                                {"index": self._index_options()})
             for processor in self.postprocessors:
                 table = processor.process(table, ctx)
         if not photos:
@@ -230,53 +238,6 @@ def whale_centroids(vectors: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, n
     return whales, sums.astype(np.float32)
 
 
-def candidate_neighbours(idx, gallery_ids, names, table: pd.DataFrame, n: int) -> list[tuple[int, int, str]]:
-    """(query row, neighbour column, whale) for each candidate of `table`: its first n gallery photos
-    among the query's neighbours (gallery row idx[q, column]), best first: the search that scored it."""
-    out = []
-    wanted = set(zip(table[C.IMAGE], table[C.ID]))
-    for q, name in enumerate(names):
-        taken: dict[str, int] = {}
-        for j, i in enumerate(idx[q]):
-            if i < 0:
-                continue
-            whale = gallery_ids[i]
-            if (name, whale) in wanted and taken.get(whale, 0) < n:
-                taken[whale] = taken.get(whale, 0) + 1
-                out.append((q, j, whale))
-    return out
-
-
-def photos_from_neighbours(sims, idx, gallery: Gallery, names, table: pd.DataFrame, n: int) -> pd.DataFrame:
-    """Each candidate's gallery photos among the query's neighbours, best first: the search that scored it."""
-    rows = [(names[q], whale, gallery.names[idx[q, j]], float(sims[q, j]))
-            for q, j, whale in candidate_neighbours(idx, gallery.ids, names, table, n)]
-    return pd.DataFrame(rows, columns=[C.IMAGE, C.ID, "photo", "similarity"])
-
-
-def photos_by_similarity(vectors, gallery: Gallery, queries, names, table: pd.DataFrame, n: int) -> pd.DataFrame:
-    """Each candidate's n gallery photos most similar to the query (centroid aggregation)."""
-    rows = []
-    position = {name: q for q, name in enumerate(names)}
-    by_whale = gallery.rows_by_whale()
-    for name, whale in zip(table[C.IMAGE], table[C.ID]):
-        members = by_whale[whale]
-        sims = vectors[members] @ queries[position[name]]
-        for j in np.argsort(-sims, kind="stable")[:n]:
-            rows.append((name, whale, gallery.names[members[j]], float(sims[j])))
-    return pd.DataFrame(rows, columns=[C.IMAGE, C.ID, "photo", "similarity"])
-
-
 def fuse_folds(tables: list[pd.DataFrame], known: list[set]) -> pd.DataFrame:
     """Test scores of several fold models: a whale's mean over the fold models whose gallery holds it."""
     return fuse(tables, known=known)
-
-
-def merge_photos(tables: list[pd.DataFrame | None], n: int) -> pd.DataFrame:
-    """Best photos per (query, whale) over several searches (fold models, models), best first."""
-    tables = [t for t in tables if t is not None and len(t)]
-    if not tables:
-        return pd.DataFrame(columns=[C.IMAGE, C.ID, "photo", "similarity"])
-    merged = pd.concat(tables, ignore_index=True).sort_values("similarity", ascending=False, kind="stable")
-    merged = merged.drop_duplicates([C.IMAGE, C.ID, "photo"])
-    return merged.groupby([C.IMAGE, C.ID], sort=False).head(n).reset_index(drop=True)

@@ -16,7 +16,7 @@ from pipeline.errors import PipelineError
 from pipeline.io.paths import embedding_dir, folds_with, prediction_dir
 from pipeline.io.stamp import Stamp, fingerprint
 from pipeline.retrieval.embeddings import load_embeddings
-from pipeline.retrieval.local_features import DescriptorStore
+from pipeline.retrieval.local.extract import DescriptorStore
 from pipeline.retrieval.predictions import Predictions, write_predictions
 from pipeline.retrieval.retriever import Retriever, fold_gallery, fuse_folds
 from pipeline.stages.common import add_common, add_folds, folds_file, parse_folds, stage_config
@@ -24,19 +24,17 @@ from pipeline.stages.common import add_common, add_folds, folds_file, parse_fold
 log = logging.getLogger(__name__)
 
 
-def fold_scores(folder: Path, folds: pd.DataFrame, fold: int, test_names, retriever: Retriever, store=None,
-                raw_local: bool = False):
-    """(out-of-fold table, test table, whales in the gallery) of fold model `fold`. `store`: the local
-    descriptors, when knn.local re-scores with them; `raw_local`: tables keep the global score and
-    the local count apart, for calibrated fusion."""
+def fold_scores(folder: Path, folds: pd.DataFrame, fold: int, test_names, retriever: Retriever):
+    """(out-of-fold table, test table, whales in the gallery) of fold model `fold`; the re-scorers read
+    the cached photos' own features (local descriptors) from the retriever."""
     vectors = load_embeddings(folder, folds[C.IMAGE], C.TRAIN)
     gallery = fold_gallery(vectors, folds, fold)
     queries = (folds[C.FOLD] == fold).to_numpy()
     names = folds[C.IMAGE].to_numpy()[queries]
-    oof = retriever.search(gallery, vectors[queries], names, raw_local=raw_local,
-                           query_descriptors=None if store is None else store.get(names, C.TRAIN)).scores
-    test = retriever.search(gallery, load_embeddings(folder, test_names, C.TEST), test_names, raw_local=raw_local,
-                            query_descriptors=None if store is None else store.get(test_names, C.TEST)).scores
+    oof = retriever.search(gallery, vectors[queries], names,
+                           query_features=retriever.cached_features(names, C.TRAIN)).scores
+    test = retriever.search(gallery, load_embeddings(folder, test_names, C.TEST), test_names,
+                            query_features=retriever.cached_features(test_names, C.TEST)).scores
     return oof.assign(**{C.FOLD: fold}), test, set(gallery.ids)
 
 
@@ -80,10 +78,10 @@ def run(args: argparse.Namespace) -> dict:
     if stamp.up_to_date(args.force):
         return Predictions.read(out).threshold
     store = DescriptorStore.open(args.work, cfg["knn"]["local_keypoints"]) if cfg["knn"]["local"] else None
-    retriever = Retriever.from_config(cfg, descriptors=store)
     calibrate = bool(cfg["knn"]["local"] and cfg["knn"]["local_calibrate"])
-    results = [fold_scores(embedding_dir(args.work, cfg["name"], k), folds, k, test_names, retriever, store, calibrate)
-               for k in wanted]
+    # Fitting knn.local_calibrate: the tables keep the global score and the local count apart.
+    retriever = Retriever({**cfg["knn"], "local_raw": calibrate}, cfg["seed"], descriptors=store)
+    results = [fold_scores(embedding_dir(args.work, cfg["name"], k), folds, k, test_names, retriever) for k in wanted]
     if calibrate:
         results = calibrated(results, folds, cfg, out)
     policy = write_predictions(out, pd.concat([r[0] for r in results], ignore_index=True),

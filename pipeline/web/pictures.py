@@ -1,7 +1,7 @@
 """The review page's pictures, rendered on the server and kept in a small cache shared by the server's
 threads: a catalogue photo at a display height, and a query photo beside a candidate's photo with the
 geometrically verified local matches drawn between them (reporting/match_lines.py). The matches come
-from retrieval/geometry.py's `inlier_matches` where it exists; without it the pair is drawn without
+from retrieval/local/collect.py's `inlier_matches` where it exists; without it the pair is drawn without
 lines (and says so)."""
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def load_display(path: Path, max_side: int) -> np.ndarray:
 
 def geometry_available() -> bool:
     try:
-        from pipeline.retrieval.geometry import inlier_matches  # noqa: F401
+        from pipeline.retrieval.local.collect import inlier_matches  # noqa: F401
     except ImportError:
         return False
     return True
@@ -83,7 +83,7 @@ class Pictures:
         """(query_xy, gallery_xy, strength) in the MATCH_SIDE photos' pixels, or None without geometry."""
         def make():
             try:
-                from pipeline.retrieval.geometry import inlier_matches
+                from pipeline.retrieval.local.collect import inlier_matches
             except ImportError:
                 return None
             try:

@@ -275,7 +275,7 @@ def create_review_app(catalogue, require_token: bool = False, token: str | None 
                        f'<button id="decide-{kind}" data-key="{key}" type="submit"{disabled}><kbd>{key}</kbd> {label}</button></form>')
         out.append(undo_form() + '</div>')
         if not review.lines:
-            out.append('<p class="names">Match lines need local matching (pipeline/retrieval/geometry.py), '
+            out.append('<p class="names">Match lines need local matching (pipeline/retrieval/local/collect.py), '
                        'which this installation lacks: the photos are shown side by side without them.</p>')
         for k, c in enumerate(item["candidates"][:5], 1):
             out.append(candidate_view(cat, item, k, c, disabled))

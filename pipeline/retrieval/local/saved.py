@@ -45,7 +45,7 @@ class SavedMatches:
     @classmethod
     def beside(cls, descriptors: Path, scorer: str | float) -> "SavedMatches":
         """The saved counts for the descriptor file `descriptors` (local-sift-<keypoints>.npz) and one
-        scorer (local_features.scorer_tag: the ratio, and the geometry when it verifies; a bare
+        scorer (match.MatchSettings.tag: the ratio, and the geometry when it verifies; a bare
         number is a ratio, as before)."""
         descriptors = Path(descriptors)
         tag = f"-r{float(scorer):g}" if isinstance(scorer, (int, float)) else scorer
