@@ -114,9 +114,8 @@ class Bundle:
         from pipeline.data.folds import read_folds
         from pipeline.io.paths import embedding_dir, model_dir, prediction_dir
         from pipeline.retrieval.embeddings import load_embeddings
-        from pipeline.retrieval.identify import prediction_set
         from pipeline.retrieval.local.extract import DescriptorStore
-        from pipeline.retrieval.predictions import Predictions, fallback_whales
+        from pipeline.retrieval.predictions import Predictions, fallback_whales, prediction_set
         from pipeline.retrieval.retriever import fold_gallery
 
         work = Path(work)

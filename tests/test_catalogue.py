@@ -236,7 +236,7 @@ def test_kill_9_during_a_decision_changes_nothing(catalogue, trained_tiny):
 def test_bundle_identifies_like_the_work_folder_and_builds_no_index_per_request(trained_tiny, tmp_path, capsys,
                                                                                monkeypatch):
     from pipeline.retrieval import index
-    from pipeline.retrieval.identify import Identifier
+    from pipeline.identify import Identifier
 
     data, work = trained_tiny
     out = tmp_path / "bundle"

@@ -107,7 +107,7 @@ def test_identify_runs_a_shared_backbone_once_for_all_folds(small_prepared, tmp_
     photo with one backbone pass per photo and mirror, and each fold's vectors are its network's own."""
     from pipeline.models.embedding import embed_rows
     from pipeline.models.pooled_cache import backbone_digest
-    from pipeline.retrieval.identify import Identifier, _FoldModel
+    from pipeline.identify import Identifier, _FoldModel
 
     import timm
 

@@ -247,7 +247,7 @@ def test_a_query_photo_is_framed_as_the_cache_was(trained_tiny, tmp_path):
     given to identify or the catalogue is decoded exactly as the cache decoded its training photos."""
     from pipeline.bundle import Bundle
     from pipeline.data.cache import ImageCache
-    from pipeline.retrieval.identify import Identifier
+    from pipeline.identify import Identifier
 
     data, work = trained_tiny
     facts = json.loads((work / "cache" / "preprocess.json").read_text())

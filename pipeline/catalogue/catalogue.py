@@ -128,7 +128,7 @@ class Catalogue:
         networks (and its local descriptors recomputed), and pending photos are ranked again."""
         from pipeline.bundle import Bundle
         from pipeline.io.paths import embedded_models
-        from pipeline.retrieval.identify import Identifier
+        from pipeline.identify import Identifier
 
         models = models or embedded_models(work)
         bundle = Bundle.from_work(work, models)

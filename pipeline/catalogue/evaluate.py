@@ -24,8 +24,8 @@ from pipeline import columns as C
 from pipeline.bundle import NamedDescriptors
 from pipeline.decision.calibration import auc, reliability
 from pipeline.retrieval.local.extract import empty_features
-from pipeline.retrieval.retriever import Gallery, Retriever, fuse_folds
-from pipeline.retrieval.scores import fuse
+from pipeline.identify import search_fused
+from pipeline.retrieval.retriever import Gallery, Retriever
 from pipeline.decision.threshold import top_whales
 
 
@@ -93,19 +93,14 @@ def evaluate(catalogue, seed: int = 0, limit: int | None = None) -> dict:
         fold = fold_of.get(photos["original_name"].iloc[i]) if source == "import" else None
         if fold is not None and fold < 0:
             return None
-        per_model = []
+        searches, query = {}, {}
         for model in bundle.models:
             use = [fold] if fold is not None and fold in model.checkpoints else sorted(model.checkpoints)
-            tables, known = [], []
-            retriever = retrievers[model.name]
-            features = {r.reads: [local[r.feature_key].get(digest, empty_features())] for r in retriever.readers()}
-            for f in use:
-                gallery = Gallery(vectors[(model.name, f)][:start], ids[:start], names[:start])
-                result = retriever.search(gallery, vectors[(model.name, f)][i:i + 1], [digest], query_features=features)
-                tables.append(result.scores)
-                known.append(set(ids[:start]))
-            per_model.append(fuse_folds(tables, known))
-        fused = fuse(per_model, [m.weight for m in bundle.models])
+            searches[model.name] = [(f, Gallery(vectors[(model.name, f)][:start], ids[:start], names[:start]))
+                                    for f in use]
+            query.update({(model.name, f): vectors[(model.name, f)][i:i + 1] for f in use})
+        features = {k: [found.get(digest, empty_features())] for k, found in local.items()}
+        fused, _ = search_fused(retrievers, searches, [m.weight for m in bundle.models], query, features, [digest])
         return fused[fused[C.IMAGE] == digest]
 
     def p_new(table: pd.DataFrame, key: str) -> float:

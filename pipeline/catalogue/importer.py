@@ -173,7 +173,7 @@ def _computed(store: Store, source: Source, indexes: list[int], progress: bool, 
         return {}
     from pipeline.bundle import Bundle
     from pipeline.progress import Progress
-    from pipeline.retrieval.identify import Identifier
+    from pipeline.identify import Identifier
 
     records = source.records
     identifier = Identifier(bundle=Bundle.load(store.folder / "bundle"))

@@ -32,7 +32,7 @@ class Ranking:
 
 class CatalogueMatcher:
     def __init__(self, store: Store, bundle: Bundle):
-        from pipeline.retrieval.identify import Identifier
+        from pipeline.identify import Identifier
 
         self.store, self.bundle = store, bundle
         self.lock = threading.RLock()  # the web server's threads share one matcher

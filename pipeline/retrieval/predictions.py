@@ -17,6 +17,7 @@ import pandas as pd
 from pipeline import columns as C
 from pipeline.errors import PipelineError
 from pipeline.io.atomic import write_json, write_parquet, write_yaml
+from pipeline.io.paths import prediction_dir
 from pipeline.decision.policy import NewWhalePolicy
 
 
@@ -59,3 +60,21 @@ def fallback_whales(folds: pd.DataFrame, n: int = C.SUBMISSION_LABELS) -> list[s
     """The most photographed known whales, to pad a ranking with fewer than five candidates."""
     known = folds.loc[folds[C.ID] != C.NEW_WHALE, C.ID]
     return known.value_counts().index[:n].tolist()
+
+
+def prediction_set(work, models: list[str]) -> tuple[Path, list[float]]:
+    """The prediction folder whose scale and policy identify reproduces, and the models' weights:
+    one model's own predictions, or the ensemble's fusion of several (members.csv names them)."""
+    if len(models) == 1:
+        return prediction_dir(work, models[0]), [1.0]
+    folder = prediction_dir(work, "ensemble_fusion")
+    members = folder / "members.csv"
+    if not members.is_file():
+        raise PipelineError("several models are identified as the ensemble fuses them; run the ensemble stage "
+                            "with fusion among ensemble.methods first", members)
+    table = pd.read_csv(members)
+    if sorted(table["name"]) != sorted(models):
+        raise PipelineError(f"the ensemble fused {sorted(table['name'])}, not {sorted(models)}; name those "
+                            "models, or re-run the ensemble stage", members)
+    weight = dict(zip(table["name"], table["weight"]))
+    return folder, [float(weight[m]) for m in models]

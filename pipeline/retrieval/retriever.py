@@ -18,8 +18,8 @@ local-feature matching (`knn.local`, retrieval/postprocess/local.py; it needs th
 
 A fold model k searches the gallery it was trained on (the known photos outside fold k) both for its
 validation queries and for test queries, so the out-of-fold scores that fit the new_whale policy and
-the test scores it is applied to share one scale; `fuse_folds` averages a whale's score over the fold
-models that know it (a model whose gallery lacks the whale abstains instead of voting a floor).
+the test scores it is applied to share one scale; scores.fuse_models averages a whale's score over the
+fold models that know it (a model whose gallery lacks the whale abstains instead of voting a floor).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from pipeline import columns as C
 from pipeline.errors import PipelineError
 from pipeline.retrieval.index import search
 from pipeline.retrieval.photos import photos_by_similarity, photos_from_neighbours
-from pipeline.retrieval.scores import fuse, rank_whales
+from pipeline.retrieval.scores import rank_whales
 
 AGGREGATIONS = ("max", "centroid")
 
@@ -236,8 +236,3 @@ def whale_centroids(vectors: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, n
     np.add.at(sums, codes, vectors)
     sums /= np.maximum(1e-12, np.linalg.norm(sums, axis=1, keepdims=True))
     return whales, sums.astype(np.float32)
-
-
-def fuse_folds(tables: list[pd.DataFrame], known: list[set]) -> pd.DataFrame:
-    """Test scores of several fold models: a whale's mean over the fold models whose gallery holds it."""
-    return fuse(tables, known=known)

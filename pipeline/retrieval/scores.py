@@ -34,6 +34,14 @@ def rank_whales(similarities: np.ndarray, neighbours: np.ndarray, gallery_codes:
     return out_codes, out_scores
 
 
+def fuse_models(per_model: list[tuple[list[pd.DataFrame], list[set]]], weights: list[float]) -> pd.DataFrame:
+    """Scores of several models' fold models: per model, a whale's mean over the fold models whose gallery
+    holds it (a model whose gallery lacks the whale abstains instead of voting a floor); then the
+    models' weighted mean, as the ensemble's fusion fused them. knn, identify and the catalogue's
+    evaluation all fuse through here."""
+    return fuse([fuse(tables, known=known) for tables, known in per_model], weights)
+
+
 def fuse(tables: list[pd.DataFrame], weights: list[float] | None = None, known: list[set] | None = None) -> pd.DataFrame:
     """Weighted mean of several score tables over (Image, Id).
 

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> list[dict]:
     from pipeline.errors import PipelineError
     from pipeline.io.paths import embedded_models
-    from pipeline.retrieval.identify import Identifier
+    from pipeline.identify import Identifier
 
     if args.bundle:
         identifier = Identifier.from_bundle(args.bundle, args.threshold)

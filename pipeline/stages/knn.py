@@ -18,7 +18,8 @@ from pipeline.io.stamp import Stamp, fingerprint
 from pipeline.retrieval.embeddings import load_embeddings
 from pipeline.retrieval.local.extract import DescriptorStore
 from pipeline.retrieval.predictions import Predictions, write_predictions
-from pipeline.retrieval.retriever import Retriever, fold_gallery, fuse_folds
+from pipeline.retrieval.retriever import Retriever, fold_gallery
+from pipeline.retrieval.scores import fuse_models
 from pipeline.stages.common import add_common, add_folds, folds_file, parse_folds, stage_config
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> dict:
     if calibrate:
         results = calibrated(results, folds, cfg, out)
     policy = write_predictions(out, pd.concat([r[0] for r in results], ignore_index=True),
-                               fuse_folds([r[1] for r in results], [r[2] for r in results]), folds, cfg,
+                               fuse_models([([r[1] for r in results], [r[2] for r in results])], [1.0]), folds, cfg,
                                args.folds_file)
     log.info("%s: folds %s, new_whale threshold %.4f (MAP@5 %.4f on the out-of-fold queries it was fitted on: "
              "in-sample; `whale cv` gives the nested figure), predictions in %s", cfg["name"], wanted,

@@ -31,7 +31,7 @@ def create_app(work: str | Path, models: list[str], threshold: float | None = No
     """`require_token`, `loopback_hosts`: see web/security.py (serve sets them from the address it binds)."""
     import threading
 
-    from pipeline.retrieval.identify import Identifier
+    from pipeline.identify import Identifier
     from pipeline.web.security import csrf_field, protect
 
     work = Path(work)
