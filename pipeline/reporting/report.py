@@ -101,20 +101,33 @@ def embedding_map(work: Path, folds: pd.DataFrame, largest: int = 12) -> str | N
     return figure_uri(fig)
 
 
-def match_lines_uri(cache: ImageCache, query: str, photo: str, height: int = 64) -> str:
-    """The two cached photos side by side with their RANSAC-verified SIFT matches as lines."""
+def match_lines_uri(cache: ImageCache, query: str, photo: str, settings, height: int = 64) -> str:
+    """The two cached photos side by side with the SIFT matches that the local score counts, matched with
+    the settings that score (a local.match.MatchSettings, from knn.local_*) on the photos it reads."""
     from pipeline.reporting.match_lines import draw_match_lines
-    from pipeline.retrieval.local.collect import inlier_matches
+    from pipeline.retrieval.local.collect import scored_matches
+    from pipeline.retrieval.local.extract import sift_descriptors
 
     q, g = cache.images[cache.rows([query])[0]], cache.images[cache.rows([photo])[0]]
-    q_xy, g_xy, strength = inlier_matches(q, g)
+    q_xy, g_xy, strength = scored_matches(sift_descriptors(q, settings.keypoints),
+                                          sift_descriptors(g, settings.keypoints), settings)
     return jpeg_uri(draw_match_lines(q, g, q_xy, g_xy, strength, height=2 * height), height)
 
 
 def query_gallery(work: Path, folds: pd.DataFrame, cache: ImageCache, name: str, sample: int, policy: NewWhalePolicy,
-                  seed: int = 0) -> str:
+                  seed: int = 0, knn: dict | None = None) -> str:
     """Validation queries with their five, each fold's labels from the policy that scored it in CV."""
+    import yaml
+
+    from pipeline.config import DEFAULTS
+    from pipeline.retrieval.local.match import MatchSettings
+
+    knn = knn or DEFAULTS["knn"]
     preds = Predictions.read(work / "predictions" / name)
+    saved = work / "predictions" / name / "config.yaml"  # the settings these predictions were scored with
+    knn = yaml.safe_load(saved.read_text())["knn"] if saved.is_file() else knn
+    settings = MatchSettings.from_knn(knn)
+    scored = "matches that scored" if knn.get("local") else "local matches (not scored: knn.local off) with"
     queries = folds[folds[C.FOLD].isin(preds.oof[C.FOLD].unique())]
     queries = queries.sample(n=min(sample, len(queries)), random_state=seed)
     per_fold = fold_policies(preds.oof, folds, policy)
@@ -133,8 +146,9 @@ def query_gallery(work: Path, folds: pd.DataFrame, cache: ImageCache, name: str,
                  '</figcaption></figure>']
         best = next((label for label in labels[i] if label != C.NEW_WHALE and label in first_photo.index), None)
         if best is not None:  # the query against its best candidate's photo, verified matches drawn
-            cells.append(f'<figure class="lines"><img src="{match_lines_uri(cache, q[C.IMAGE], first_photo[best])}">'
-                         f"<figcaption>verified matches with {html.escape(best)}</figcaption></figure>")
+            cells.append(f'<figure class="lines"><img src="{match_lines_uri(cache, q[C.IMAGE], first_photo[best], settings)}">'
+                         f'<figcaption title="{html.escape(settings.describe())}">{scored} {html.escape(best)}'
+                         "</figcaption></figure>")
         for label in labels[i]:
             hit = ' class="hit"' if label == q[C.TRUTH] else ""
             score = scores.get((q[C.IMAGE], label))
@@ -177,6 +191,6 @@ def build_report(work: str | Path, folds: pd.DataFrame, name: str, sample: int, 
     if name in sets:
         parts += [f'<h2 id="queries">Validation queries, worst first ({html.escape(name)})</h2>',
                   "<p>Blue: the query. Green: the correct answer among the five.</p>",
-                  query_gallery(work, folds, cache, name, sample, policy)]
+                  query_gallery(work, folds, cache, name, sample, policy, knn=cfg.get("knn"))]
     parts.append("</body></html>")
     return "\n".join(parts)

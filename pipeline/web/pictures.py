@@ -1,8 +1,9 @@
 """The review page's pictures, rendered on the server and kept in a small cache shared by the server's
 threads: a catalogue photo at a display height, and a query photo beside a candidate's photo with the
-geometrically verified local matches drawn between them (reporting/match_lines.py). The matches come
-from retrieval/local/collect.py's `inlier_matches` where it exists; without it the pair is drawn without
-lines (and says so)."""
+local matches drawn between them (reporting/match_lines.py). The lines are the evidence that was scored:
+the matches local/collect.py's `scored_matches` keeps with the settings that scored the pair (the
+bundle's knn.local_*: ratio, geometry, minimum matches; Pictures.settings, which the page names). Where
+local matching is missing the pair is drawn without lines (and says so)."""
 from __future__ import annotations
 
 import logging
@@ -49,17 +50,21 @@ def load_display(path: Path, max_side: int) -> np.ndarray:
 
 def geometry_available() -> bool:
     try:
-        from pipeline.retrieval.local.collect import inlier_matches  # noqa: F401
+        from pipeline.retrieval.local.collect import scored_matches  # noqa: F401
     except ImportError:
         return False
     return True
 
 
 class Pictures:
-    """`path_of(hash) -> Path` locates a catalogue photo (the store's photo_path)."""
+    """`path_of(hash) -> Path` locates a catalogue photo (the store's photo_path); `settings` (a
+    local.match.MatchSettings) match and score a pair as the scoring did (the defaults' when None)."""
 
-    def __init__(self, path_of, size: int = 512):
+    def __init__(self, path_of, size: int = 512, settings=None):
+        from pipeline.retrieval.local.match import MatchSettings
+
         self.path_of = path_of
+        self.settings = settings or MatchSettings()
         self.cache = LRU(size)  # JPEG bytes and match arrays: small
         self.decoded = LRU(64)  # decoded photos at MATCH_SIDE (about 0.6 MB each)
 
@@ -83,11 +88,14 @@ class Pictures:
         """(query_xy, gallery_xy, strength) in the MATCH_SIDE photos' pixels, or None without geometry."""
         def make():
             try:
-                from pipeline.retrieval.local.collect import inlier_matches
+                from pipeline.retrieval.local.collect import scored_matches
+                from pipeline.retrieval.local.extract import sift_descriptors
             except ImportError:
                 return None
             try:
-                return inlier_matches(self.rgb(query, MATCH_SIDE), self.rgb(gallery, MATCH_SIDE))
+                keypoints = self.settings.keypoints
+                return scored_matches(sift_descriptors(self.rgb(query, MATCH_SIDE), keypoints),
+                                      sift_descriptors(self.rgb(gallery, MATCH_SIDE), keypoints), self.settings)
             except Exception:  # a photo the matcher cannot use: the pair is still shown, without lines
                 log.exception("local matching failed for %s against %s", query[:12], gallery[:12])
                 return None
@@ -109,7 +117,3 @@ class Pictures:
             return encode_image(draw_match_lines(q, g, np.asarray(query_xy) * qs, np.asarray(gallery_xy) * gs,
                                                  strength, height=height))
         return self.cache.get(("pair", query, gallery, height, bool(lines)), make)
-
-    def match_count(self, query: str, gallery: str) -> int | None:
-        found = self.matches(query, gallery)
-        return None if found is None else int(len(found[0]))

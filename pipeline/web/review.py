@@ -121,6 +121,28 @@ def page(title: str, body: str, reviewer: str | None, messages: list, status: in
     return Response(text, status=status, content_type="text/html; charset=utf-8")
 
 
+def scoring_settings(bundle):
+    """(the local matching settings that scored the candidates, whether local matching scored them): the
+    first bundled model that matches locally (knn.local_*), else the defaults' (the lines are then only
+    a picture: the page says so)."""
+    from pipeline.config import DEFAULTS
+    from pipeline.retrieval.local.match import MatchSettings
+
+    for model in bundle.models:
+        if model.config["knn"].get("local"):
+            return MatchSettings.from_knn(model.config["knn"]), True
+    return MatchSettings.from_knn(DEFAULTS["knn"]), False
+
+
+def lines_note(review) -> str:
+    """What the match lines are: the settings that drew them, and whether those scored the candidates."""
+    what = esc(review.settings.describe())
+    if review.scored:
+        return f'<p class="names">Match lines: the local matches that scored each pair ({what}; knn.local_*).</p>'
+    return (f'<p class="names">Match lines: {what}. Local matching did not score these candidates '
+            '(knn.local is off): the lines are a picture, not the evidence.</p>')
+
+
 class Review:
     """What the server's threads share: the matcher, the pictures' cache, a prefetching worker."""
 
@@ -129,7 +151,8 @@ class Review:
         first = Catalogue.open(self.folder)
         self.matcher = first.matcher  # the bundle and every gallery, loaded once; keeps `first`'s connection
         self.local = threading.local()
-        self.pictures = Pictures(lambda digest: self.catalogue().store.photo_path(digest))
+        self.settings, self.scored = scoring_settings(self.matcher.bundle)
+        self.pictures = Pictures(lambda digest: self.catalogue().store.photo_path(digest), settings=self.settings)
         self.prefetcher = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
         self.prefetching: set[str] = set()
         self.lines = geometry_available()
@@ -277,6 +300,8 @@ def create_review_app(catalogue, require_token: bool = False, token: str | None 
         if not review.lines:
             out.append('<p class="names">Match lines need local matching (pipeline/retrieval/local/collect.py), '
                        'which this installation lacks: the photos are shown side by side without them.</p>')
+        else:
+            out.append(lines_note(review))
         for k, c in enumerate(item["candidates"][:5], 1):
             out.append(candidate_view(cat, item, k, c, disabled))
         if not item["candidates"]:
