@@ -32,7 +32,7 @@ class CameraMetadata:
 
     @property
     def location(self) -> str | None:
-        """'lat,lon' in decimal degrees, as the catalogue stores a position (exports.lat_lon reads it)."""
+        """'lat,lon' in decimal degrees, as the catalogue stores a position (exports.common.lat_lon reads it)."""
         if self.latitude is None or self.longitude is None:
             return None
         return f"{self.latitude:.6f},{self.longitude:.6f}"

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import columns as C
-from pipeline.catalogue.exports import lat_lon
+from pipeline.catalogue.exports.common import lat_lon
 from pipeline.catalogue.intake import PassedOver, gather, hidden_folder, skip_reason
 from pipeline.errors import PipelineError
 

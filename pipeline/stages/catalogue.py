@@ -94,7 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = action("rematch", "rank pending photos again")
     p.add_argument("--unsure", action="store_true")
     p = action("export", "export the catalogue")
-    p.add_argument("--format", required=True, choices=["kaggle", "wildbook", "dwc"])
+    from pipeline.catalogue.exports import FORMATS
+
+    p.add_argument("--format", required=True, choices=FORMATS.names())
     p.add_argument("--out", required=True)
     p = action("evaluate", "replay the catalogue to measure matching on it")
     p.add_argument("--json", action="store_true")
