@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import yaml
 
 from pipeline import columns as C
@@ -244,9 +243,3 @@ class Bundle:
                    NewIndividualCalibration.from_dict(manifest["p_new"]), list(manifest["fallback"]),
                    tuple(manifest["image_size"]), bool(manifest["auto_crop"]), Path(root) if root else None,
                    descriptors, manifest, framing={k: bool(manifest.get("framing", {}).get(k, False)) for k in FRAMING})
-
-
-def gallery_table(bundle: Bundle) -> pd.DataFrame:
-    """Every gallery photo of the bundle once: Image, Id."""
-    rows = {(str(n), str(i)) for m in bundle.models for g in m.galleries.values() for n, i in zip(g.names, g.ids)}
-    return pd.DataFrame(sorted(rows), columns=[C.IMAGE, C.ID])

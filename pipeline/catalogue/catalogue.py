@@ -27,7 +27,6 @@ from pipeline.errors import PipelineError
 log = logging.getLogger(__name__)
 DECISIONS = ("match", "new", "unsure", "junk")
 FINAL = ("confirmed", "junk")  # a photo in these states has been decided
-OPEN = ("pending", "unsure", "unidentified")  # a photo in these may be decided
 DEFAULT_SPECIES = {"genus": "Megaptera", "species": "novaeangliae"}
 
 
