@@ -23,6 +23,7 @@ from pipeline.catalogue.matching import CatalogueMatcher, Ranking, ranking_json
 from pipeline.catalogue.store import (Store, content_hash, crash_point, descriptor_blobs, foreign_entries, now,
                                       vector_blob)
 from pipeline.errors import PipelineError
+from pipeline.io.paths import embeddings_root
 
 log = logging.getLogger(__name__)
 DECISIONS = ("match", "new", "unsure", "junk")
@@ -110,7 +111,7 @@ class Catalogue:
             work, models = zero_shot.work, [zs.MODEL]
         models = models or embedded_models(work)
         if not models:
-            raise PipelineError("no trained model with embeddings; run train and embed first", Path(work) / "embeddings")
+            raise PipelineError("no trained model with embeddings; run train and embed first", embeddings_root(work))
         bundle = Bundle.from_work(work, models)
         store = Store.open(folder, create=True)
         version = bundle.save(folder / "bundle")

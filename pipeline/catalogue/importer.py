@@ -23,6 +23,7 @@ from pipeline.catalogue.intake import PassedOver
 from pipeline.catalogue.sources import Source
 from pipeline.catalogue.store import Store, content_hash, crash_point, descriptor_blobs, now, vector_blob
 from pipeline.errors import PipelineError
+from pipeline.io.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def _work_holds(work, records) -> bool:
     Any other Kaggle layout (the catalogue's own Kaggle export, a newer train set) is embedded anew."""
     from PIL import Image
 
-    manifest = Path(work) / "cache" / "manifest.parquet"
+    manifest = cache_dir(work) / "manifest.parquet"
     if not manifest.is_file():
         return False
     table = pd.read_parquet(manifest, columns=[C.IMAGE, C.SPLIT, C.WIDTH, C.HEIGHT])

@@ -13,10 +13,7 @@ import pandas as pd
 
 from pipeline import columns as C
 from pipeline.errors import PipelineError
-
-
-def cache_dir(work: str | Path) -> Path:
-    return Path(work) / "cache"
+from pipeline.io.paths import cache_dir  # noqa: F401 (callers import it from here too)
 
 
 @dataclass

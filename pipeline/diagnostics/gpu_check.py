@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.io.paths import cache_dir, embedding_dir, model_dir
+
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ["preprocess.image_size=[64,128]", "folds.n_folds=2", "train.epochs=2", "train.amp=true"]
 # As tests/test_ddp.py: no batch statistics, so one process and two take the same steps; full precision
@@ -85,13 +87,13 @@ def demo_chain(work: Path, data: Path) -> str:
     name = CHECKS[1]
     make_dataset(data, SynthSpec(n_whales=30, photo_size=(96, 192), seed=1), progress=False)
     submission = run_chain(data, work, "demo_triplet", REPO / "configs", SMALL)
-    state = torch.load(work / "models" / "demo_triplet" / "fold0" / "final.pt", map_location="cpu", weights_only=True)
+    state = torch.load(model_dir(work, "demo_triplet", 0) / "final.pt", map_location="cpu", weights_only=True)
     ran = f"{state.get('steps')} steps on {state.get('device')} in {state.get('precision')}"
     if not state.get("steps"):
         return report("FAIL", name, f"no training step was taken ({ran})")
     if not str(state.get("device", "")).startswith("cuda") or state.get("precision") not in ("float16", "bfloat16"):
         return report("FAIL", name, f"training did not run on CUDA with AMP: {ran}")
-    embedded = np.load(work / "embeddings" / "demo_triplet" / "fold0" / "test.npy")
+    embedded = np.load(embedding_dir(work, "demo_triplet", 0) / "test.npy")
     return report("PASS", name, f"{ran}; {len(embedded)} test photos embedded; submission {submission}")
 
 
@@ -157,14 +159,14 @@ def one_against_two(work: Path) -> tuple[bool, str]:
                                      "--nproc_per_node=2", "-m", "pipeline"])):
         target = work.parent / f"ddp-{label}"
         shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(work / "cache", target / "cache")
+        shutil.copytree(cache_dir(work), cache_dir(target))
         argv = [*launcher, "train", "--work", str(target), "--configs", str(REPO / "configs"), "--model", "test_arcface",
                 "--folds-file", str(work / "folds.csv"), "--folds", "0", "--restart",
                 *(x for s in DDP_SETS for x in ("--set", s))]
         run = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=1200)
         if run.returncode != 0:
             return False, f"{label} process(es): " + (run.stderr.strip().splitlines() or ["no output"])[-1]
-        fold = target / "models" / "test_arcface" / "fold0"
+        fold = model_dir(target, "test_arcface", 0)
         runs[label] = (pd.read_csv(fold / "log.csv"), torch.load(fold / "final.pt", map_location="cpu", weights_only=True))
     (one, _), (two, state) = runs["one"], runs["two"]
     gap = float((abs(one["loss"] - two["loss"]) / one["loss"]).max())

@@ -1,4 +1,5 @@
-"""Where each stage's outputs live under WORK, and the default folds file of a work folder."""
+"""Where each stage's outputs live under WORK, and the default folds file of a work folder: every WORK
+path is made here, so that moving one is one edit."""
 from __future__ import annotations
 
 import hashlib
@@ -6,16 +7,57 @@ import json
 from pathlib import Path
 
 
+def cache_dir(work) -> Path:
+    return Path(work) / "cache"
+
+
+def models_root(work, name: str | None = None) -> Path:
+    """WORK/models, or one model's folder of fold checkpoints."""
+    root = Path(work) / "models"
+    return root if name is None else root / name
+
+
 def model_dir(work, name: str, fold: int) -> Path:
-    return Path(work) / "models" / name / f"fold{fold}"
+    return models_root(work, name) / f"fold{fold}"
+
+
+def embeddings_root(work, name: str | None = None) -> Path:
+    """WORK/embeddings, or one model's folder of fold embeddings."""
+    root = Path(work) / "embeddings"
+    return root if name is None else root / name
 
 
 def embedding_dir(work, name: str, fold: int) -> Path:
-    return Path(work) / "embeddings" / name / f"fold{fold}"
+    return embeddings_root(work, name) / f"fold{fold}"
+
+
+def predictions_root(work) -> Path:
+    return Path(work) / "predictions"
 
 
 def prediction_dir(work, name: str) -> Path:
-    return Path(work) / "predictions" / name
+    return predictions_root(work) / name
+
+
+def reports_dir(work) -> Path:
+    return Path(work) / "reports"
+
+
+def boxes_dir(work) -> Path:
+    return Path(work) / "boxes"
+
+
+def bundle_dir(work) -> Path:
+    """Where `whale bundle` writes by default."""
+    return Path(work) / "bundle"
+
+
+def uploads_dir(work) -> Path:
+    return Path(work) / "uploads"
+
+
+def stamps_dir(work) -> Path:
+    return Path(work) / "stamps"
 
 
 def folds_with(root: Path, filename: str) -> list[int]:
@@ -25,14 +67,14 @@ def folds_with(root: Path, filename: str) -> list[int]:
 
 def embedded_models(work) -> list[str]:
     """Every model with embeddings in WORK."""
-    root = Path(work) / "embeddings"
+    root = embeddings_root(work)
     return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
 
 
 def default_folds_file(work, folds_dir: str | Path = "folds") -> Path:
     """folds/<data set>-<hash of its path>.csv for the data set cached in WORK: two data sets in one
     checkout never share a folds file. Before preprocess has run, folds/<work folder name>.csv."""
-    report = Path(work) / "cache" / "preprocess.json"
+    report = cache_dir(work) / "preprocess.json"
     if report.is_file():
         data = Path(json.loads(report.read_text())["data"]).resolve()
         digest = hashlib.sha1(str(data).encode()).hexdigest()[:8]

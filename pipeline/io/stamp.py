@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from pipeline.io.atomic import write_text
+from pipeline.io.paths import stamps_dir
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class Stamp:
 
     def __init__(self, work: str | Path, key: str, digest: str, outputs: Iterable[str | Path]):
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
-        self.path = Path(work) / "stamps" / f"{safe}.stamp"
+        self.path = stamps_dir(work) / f"{safe}.stamp"
         self.stage, self.digest, self.outputs = key, digest, [Path(p) for p in outputs]
 
     def up_to_date(self, force: bool = False) -> bool:

@@ -16,6 +16,7 @@ import pandas as pd  # noqa: E402
 from pipeline import columns as C  # noqa: E402
 from pipeline.data.cache import ImageCache  # noqa: E402
 from pipeline.metrics import average_precision_at_5  # noqa: E402
+from pipeline.io.paths import embeddings_root, models_root, prediction_dir, predictions_root, reports_dir  # noqa: E402
 from pipeline.reporting.images import figure_uri, jpeg_uri  # noqa: E402
 from pipeline.decision.evaluation import cross_validate, fold_policies  # noqa: E402
 from pipeline.decision.policy import NewWhalePolicy  # noqa: E402
@@ -34,7 +35,7 @@ table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-
 def cv_table(work: Path, folds: pd.DataFrame, names: list[str], policy: NewWhalePolicy) -> pd.DataFrame:
     rows = []
     for name in names:
-        preds = Predictions.read(work / "predictions" / name)
+        preds = Predictions.read(prediction_dir(work, name))
         report = cross_validate(preds.oof, folds, policy)
         row = {"model": name, **{f"fold {f['fold']}": f["map5"] for f in report["folds"]},
                "overall": report["map5"], "threshold": report["threshold"]}
@@ -55,7 +56,7 @@ def threshold_plot(cv: dict) -> str:
 
 def training_plots(work: Path) -> list[tuple[str, str]]:
     out = []
-    for model in sorted(p for p in (work / "models").iterdir() if p.is_dir()) if (work / "models").is_dir() else []:
+    for model in sorted(p for p in models_root(work).iterdir() if p.is_dir()) if models_root(work).is_dir() else []:
         logs = sorted(model.glob("fold*/log.csv"))
         if not logs:
             continue
@@ -76,7 +77,7 @@ def embedding_map(work: Path, folds: pd.DataFrame, largest: int = 12) -> str | N
 
     from pipeline.retrieval.embeddings import load_embeddings
 
-    folders = sorted((work / "embeddings").glob("*/fold*/index.csv"))
+    folders = sorted(embeddings_root(work).glob("*/fold*/index.csv"))
     if not folders:
         return None
     known = folds[folds[C.ID] != C.NEW_WHALE]
@@ -123,8 +124,8 @@ def query_gallery(work: Path, folds: pd.DataFrame, cache: ImageCache, name: str,
     from pipeline.retrieval.local.match import MatchSettings
 
     knn = knn or DEFAULTS["knn"]
-    preds = Predictions.read(work / "predictions" / name)
-    saved = work / "predictions" / name / "config.yaml"  # the settings these predictions were scored with
+    preds = Predictions.read(prediction_dir(work, name))
+    saved = prediction_dir(work, name) / "config.yaml"  # the settings these predictions were scored with
     knn = yaml.safe_load(saved.read_text())["knn"] if saved.is_file() else knn
     settings = MatchSettings.from_knn(knn)
     scored = "matches that scored" if knn.get("local") else "local matches (not scored: knn.local off) with"
@@ -166,9 +167,9 @@ def build_report(work: str | Path, folds: pd.DataFrame, name: str, sample: int, 
     work = Path(work)
     policy = NewWhalePolicy.from_config(cfg)
     cache = ImageCache.open(work)
-    cv_path = work / "reports" / "cv.json"
+    cv_path = reports_dir(work) / "cv.json"
     cv = json.loads(cv_path.read_text()) if cv_path.is_file() else None
-    sets = [p.name for p in sorted((work / "predictions").iterdir()) if (p / "oof.parquet").is_file()]
+    sets = [p.name for p in sorted(predictions_root(work).iterdir()) if (p / "oof.parquet").is_file()]
     table = cv_table(work, folds, sets, policy)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Whale identification report</title>"
              f"<style>{STYLE}</style></head><body>",

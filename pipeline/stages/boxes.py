@@ -15,6 +15,7 @@ from pipeline.detection.fit import (boxed_photos, mean_iou, predict_boxes, predi
                                     train_box_model)
 from pipeline.io.atomic import write_csv, write_json
 from pipeline.io.layout import read_layout
+from pipeline.io.paths import boxes_dir
 from pipeline.stages.common import add_common, add_data, stage_config
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> dict:
         log.info("box model: mean IoU %.3f on %d held-out boxed photos (the training photos' mean box: %.3f)",
                  report["held_out_iou"], report["held_out"], report["held_out_mean_box_iou"])
     model = train_box_model(images, targets, cfg, int(cfg["seed"]))
-    out = Path(args.work) / "boxes"
+    out = boxes_dir(args.work)
     save_box_model(out / "model.pt", model)
     others = {n: p for n, p in paths.items() if n not in set(names)}
     write_csv(out / "predicted.csv", predict_boxes(model, others))

@@ -19,12 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict:
     from pipeline.bundle import Bundle
     from pipeline.errors import PipelineError
-    from pipeline.io.paths import embedded_models
+    from pipeline.io.paths import bundle_dir, embedded_models, embeddings_root
 
     models = args.models or embedded_models(args.work)
     if not models:
-        raise PipelineError("no trained model with embeddings; run train and embed first", Path(args.work) / "embeddings")
-    out = Path(args.out) if args.out else Path(args.work) / "bundle"
+        raise PipelineError("no trained model with embeddings; run train and embed first", embeddings_root(args.work))
+    out = Path(args.out) if args.out else bundle_dir(args.work)
     bundle = Bundle.from_work(args.work, models)
     version = bundle.save(out)
     print(f"Bundle {version}: {', '.join(models)} -> {out}")

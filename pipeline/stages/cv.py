@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from pathlib import Path
 
 import pandas as pd
 
 from pipeline.data.folds import read_folds
 from pipeline.decision.evaluation import cross_validate, markdown
 from pipeline.io.atomic import write_json, write_text, write_yaml
-from pipeline.io.paths import prediction_dir
+from pipeline.io.paths import prediction_dir, reports_dir
 from pipeline.io.stamp import Stamp, fingerprint
 from pipeline.decision.policy import NewWhalePolicy
 from pipeline.retrieval.predictions import Predictions
@@ -30,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict:
     args.folds_file = str(folds_file(args))
     cfg = stage_config(args)
-    out = Path(args.work) / "reports"
+    out = reports_dir(args.work)
     oof_path = prediction_dir(args.work, args.name) / "oof.parquet"
     stamp = Stamp(args.work, f"cv-{args.name}", fingerprint([oof_path, args.folds_file], cfg["threshold"]),
                   [out / "cv.json", out / "cv.md"])

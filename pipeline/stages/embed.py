@@ -16,7 +16,7 @@ from pipeline.io.atomic import write_csv, write_npy
 from pipeline.models.net import EmbeddingNet, model_from_checkpoint
 from pipeline.models.embedding import embed_pooled, embed_rows
 from pipeline.models.pooled_cache import pooled_features, tensors_digest
-from pipeline.io.paths import embedding_dir, folds_with, model_dir
+from pipeline.io.paths import embedding_dir, folds_with, model_dir, models_root
 from pipeline.stages.common import add_common, add_folds, parse_folds, stage_config
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.device import pick_device
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> None:
     cfg = stage_config(args)
     cache = ImageCache.open(args.work)
     device = pick_device()
-    available = folds_with(Path(args.work) / "models" / cfg["name"], "final.pt")
+    available = folds_with(models_root(args.work, cfg["name"]), "final.pt")
     folds = available if args.folds == "all" else parse_folds(args.folds, max(available, default=0) + 1)
     if not folds:
         raise PipelineError("no trained fold model; run the train stage first", model_dir(args.work, cfg["name"], 0))

@@ -21,7 +21,7 @@ from pipeline.ensemble import methods as M
 from pipeline.errors import PipelineError
 from pipeline.decision.evaluation import cross_validate
 from pipeline.io.atomic import write_csv, write_json, write_text
-from pipeline.io.paths import prediction_dir
+from pipeline.io.paths import embeddings_root, prediction_dir, reports_dir
 from pipeline.io.stamp import Stamp, fingerprint
 from pipeline.decision.policy import NewWhalePolicy
 from pipeline.retrieval.predictions import Predictions, write_predictions
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> dict:
     inputs = [args.folds_file, *(prediction_dir(args.work, m["name"]) / n for m in models
                                  for n in ("oof.parquet", "test.parquet"))]
     if set(methods) & {"classifier", "blend"}:
-        inputs += sorted(p for m in models for p in (Path(args.work) / "embeddings" / m["name"]).glob("fold*/*"))
+        inputs += sorted(p for m in models for p in embeddings_root(args.work, m["name"]).glob("fold*/*"))
     stamp = Stamp(args.work, "ensemble", fingerprint(inputs, [models, methods, cfg["threshold"], cfg["ensemble"]]),
                   [out / "oof.parquet", out / "test.parquet", out / "threshold.json", out / "members.csv"])
     if stamp.up_to_date(args.force):
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> dict:
         oof, test, chosen = M.classifier(args.work, models, folds, common, test_names, cfg)
         results["classifier"] = (oof, test)
         if chosen:  # the labels themselves go to the report; scoring them against test truth is a benchmark's job
-            labels = Path(args.work) / "reports" / "pseudo_labels.csv"
+            labels = reports_dir(args.work) / "pseudo_labels.csv"
             write_csv(labels, pd.concat(chosen.values()).drop_duplicates()[[C.IMAGE, C.ID]])
             pseudo = {"added_per_fold": {int(k): int(len(v)) for k, v in chosen.items()},
                       "min_score": float(cfg["ensemble"]["pseudo_labels"]["min_score"]), "labels": str(labels)}
@@ -109,13 +109,13 @@ def run(args: argparse.Namespace) -> dict:
         chosen_result, chosen_score = results[choice], scores[choice]
     policy = write_predictions(out, *chosen_result, folds, cfg, args.folds_file)
     write_csv(out / "members.csv", pd.DataFrame(models).assign(method=choice))
-    write_json(Path(args.work) / "reports" / "ensemble.json",
+    write_json(reports_dir(args.work) / "ensemble.json",
                {"methods": methods, "chosen": choice, "scores": scores, "member_scores": member_scores,
                 "pseudo_labels": pseudo})
     table = frame.to_string(index=False) + f"\nsubmit uses: {choice} (CV MAP@5 {chosen_score:.4f})"
     why = "the highest CV MAP@5 among the methods and the members" if cfg["ensemble"]["output"] == "best" \
         else "ensemble.output"
-    write_text(Path(args.work) / "reports" / "ensemble.md",
+    write_text(reports_dir(args.work) / "ensemble.md",
                f"# Ensemble cross-validation (MAP@5, threshold strategy {cfg['threshold']['strategy']})\n\n"
                f"{markdown_table(frame)}\n\nSubmit uses **{choice}** (CV MAP@5 {chosen_score:.4f}): {why}.\n")
     stamp.write()

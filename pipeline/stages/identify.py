@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> list[dict]:
     from pipeline.errors import PipelineError
-    from pipeline.io.paths import embedded_models
+    from pipeline.io.paths import embedded_models, embeddings_root
     from pipeline.identify import Identifier
 
     if args.bundle:
@@ -30,7 +29,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         models = args.models or embedded_models(args.work)
         if not models:
             raise PipelineError("no trained model with embeddings; run train and embed first",
-                                Path(args.work) / "embeddings")
+                                embeddings_root(args.work))
         identifier = Identifier(args.work, models, args.threshold)
     photos = [identifier.load_photo(p) for p in args.photos]
     results = [r.as_dict() for r in identifier.identify(photos, [str(p) for p in args.photos])]

@@ -13,7 +13,7 @@ from pipeline import columns as C
 from pipeline.data.cache import ImageCache
 from pipeline.data.folds import check_folds, read_folds
 from pipeline.errors import PipelineError
-from pipeline.io.paths import embedding_dir, folds_with, prediction_dir
+from pipeline.io.paths import embedding_dir, embeddings_root, folds_with, prediction_dir
 from pipeline.io.stamp import Stamp, fingerprint
 from pipeline.retrieval.embeddings import load_embeddings
 from pipeline.retrieval.local.extract import DescriptorStore
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> dict:
     cache = ImageCache.open(args.work)
     check_folds(folds, cache.split(C.TRAIN)[C.IMAGE], args.folds_file)
     test_names = cache.split(C.TEST)[C.IMAGE].to_numpy()
-    root = Path(args.work) / "embeddings" / cfg["name"]
+    root = embeddings_root(args.work, cfg["name"])
     available = folds_with(root, "index.csv")
     wanted = available if args.folds == "all" else parse_folds(args.folds, int(folds[C.FOLD].max()) + 1)
     if not wanted:

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from pipeline.io.atomic import write_text
+from pipeline.io.paths import reports_dir
 from pipeline.stages.common import add_common, add_folds_file, folds_file, stage_config
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> str:
     from pipeline.data.folds import read_folds
     from pipeline.reporting.report import build_report
 
-    out = Path(args.out) if args.out else Path(args.work) / "reports" / "report.html"
+    out = Path(args.out) if args.out else reports_dir(args.work) / "report.html"
     write_text(out, build_report(args.work, read_folds(args.folds_file), args.name, args.sample, stage_config(args)))
     log.info("report written to %s", out)
     print(f"Report: {out}")

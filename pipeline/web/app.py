@@ -13,6 +13,7 @@ from flask import Flask, request
 
 from pipeline.errors import PipelineError
 from pipeline.io.layout import not_a_photo_type
+from pipeline.io.paths import uploads_dir
 from pipeline.reporting.images import jpeg_uri
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Which whale is this?</title><style>
@@ -36,7 +37,7 @@ def create_app(work: str | Path, models: list[str], threshold: float | None = No
 
     work = Path(work)
     identifier = Identifier(work, models, threshold)
-    uploads = work / "uploads"
+    uploads = uploads_dir(work)
     uploads.mkdir(parents=True, exist_ok=True)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
