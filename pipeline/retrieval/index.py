@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.registry import Registry
 
 try:
     import faiss
@@ -20,7 +21,34 @@ except ImportError:  # neither extra installed
                         "pyproject.toml") from None
 
 log = logging.getLogger(__name__)
-INDEX_KINDS = ("flat", "ivf", "hnsw")
+# knn.index: name -> builder(gallery, d, nlist, nprobe, hnsw_m, ef_search, seed) -> an untrained-or-trained
+# faiss index, before the gallery is added.
+INDEX_KINDS = Registry("index", "knn.index")
+
+
+@INDEX_KINDS.register("flat")
+def flat_index(gallery, d, nlist, nprobe, hnsw_m, ef_search, seed):
+    return faiss.IndexFlatIP(d)
+
+
+@INDEX_KINDS.register("ivf")
+def ivf_index(gallery, d, nlist, nprobe, hnsw_m, ef_search, seed):
+    nlist = int(nlist or max(1, min(len(gallery) // 39, round(4 * math.sqrt(len(gallery))))))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = seed
+    # k-means on a sample: faiss's rule of thumb is 39-256 points per cell.
+    sample = gallery if len(gallery) <= 64 * nlist else \
+        gallery[np.random.default_rng(seed).choice(len(gallery), 64 * nlist, replace=False)]
+    index.train(sample)
+    index.nprobe = min(int(nprobe), nlist)
+    return index
+
+
+@INDEX_KINDS.register("hnsw")
+def hnsw_index(gallery, d, nlist, nprobe, hnsw_m, ef_search, seed):
+    index = faiss.IndexHNSWFlat(d, int(hnsw_m), faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efSearch = int(ef_search)
+    return index
 
 
 def gpu_available() -> bool:
@@ -39,23 +67,7 @@ def check_embeddings(x: np.ndarray, what: str) -> np.ndarray:
 
 def build_index(gallery: np.ndarray, kind: str = "flat", nlist: int | None = None, nprobe: int = 16,
                 hnsw_m: int = 32, ef_search: int = 128, seed: int = 0) -> faiss.Index:
-    d = gallery.shape[1]
-    if kind == "flat":
-        index = faiss.IndexFlatIP(d)
-    elif kind == "ivf":
-        nlist = int(nlist or max(1, min(len(gallery) // 39, round(4 * math.sqrt(len(gallery))))))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = seed
-        # k-means on a sample: faiss's rule of thumb is 39-256 points per cell.
-        sample = gallery if len(gallery) <= 64 * nlist else \
-            gallery[np.random.default_rng(seed).choice(len(gallery), 64 * nlist, replace=False)]
-        index.train(sample)
-        index.nprobe = min(int(nprobe), nlist)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(d, int(hnsw_m), faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = int(ef_search)
-    else:
-        raise PipelineError(f"unknown index {kind!r}; use one of {', '.join(INDEX_KINDS)}", "knn.index")
+    index = INDEX_KINDS.get(kind)(gallery, gallery.shape[1], nlist, nprobe, hnsw_m, ef_search, seed)
     if gpu_available() and kind != "hnsw":  # faiss has no GPU HNSW
         index = faiss.index_cpu_to_all_gpus(index)
     index.add(gallery)

@@ -16,10 +16,16 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from pipeline.errors import PipelineError
+from pipeline.registry import Registry
 from pipeline.retrieval.index import search
 
-RERANKERS = ("none", "kreciprocal")
+# knn.rerank: name -> rescorer(gallery, queries, sims, idx, cfg, options) -> (sims, idx), best first.
+RERANKERS = Registry("rerank", "knn.rerank")
+
+
+@RERANKERS.register("none")
+def no_rerank(gallery, queries, sims, idx, cfg, options):
+    return sims, idx
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -49,11 +55,16 @@ def augment(gallery: np.ndarray, queries: np.ndarray, cfg: dict, options: dict) 
 
 def rescore(gallery: np.ndarray, queries: np.ndarray, sims: np.ndarray, idx: np.ndarray, cfg: dict,
             options: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The candidates (idx) of each query with re-ranked similarities, best first."""
-    if cfg["rerank"] not in RERANKERS:
-        raise PipelineError(f"unknown rerank {cfg['rerank']!r}; use {' or '.join(RERANKERS)}", "knn.rerank")
-    if cfg["rerank"] == "none" or len(queries) == 0:
+    """The candidates (idx) of each query with re-ranked similarities, best first (knn.rerank)."""
+    rerank = RERANKERS.get(cfg["rerank"])
+    if len(queries) == 0:
         return sims, idx
+    return rerank(gallery, queries, sims, idx, cfg, options)
+
+
+@RERANKERS.register("kreciprocal")
+def kreciprocal(gallery, queries, sims, idx, cfg, options):
+    """k-reciprocal re-ranking (Zhong et al. 2017) of each query's neighbours."""
     new = k_reciprocal_similarity(queries, gallery, idx, int(cfg["k1"]), int(cfg["k2"]), float(cfg["lambda"]),
                                   options)
     new = np.where(idx >= 0, new, -np.inf)

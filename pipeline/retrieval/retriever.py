@@ -30,11 +30,13 @@ import pandas as pd
 
 from pipeline import columns as C
 from pipeline.errors import PipelineError
+from pipeline.registry import Registry
 from pipeline.retrieval.index import search
 from pipeline.retrieval.photos import photos_by_similarity, photos_from_neighbours
 from pipeline.retrieval.scores import rank_whales
 
-AGGREGATIONS = ("max", "centroid")
+# knn.aggregation: name -> how a query's whales are scored, and which gallery photos show each candidate.
+AGGREGATIONS = Registry("aggregation", "knn.aggregation")
 
 
 @dataclass(eq=False)
@@ -165,9 +167,7 @@ class Retriever:
         from pipeline.retrieval import postprocess
 
         self.cfg, self.seed = knn_cfg, int(seed)
-        if knn_cfg["aggregation"] not in AGGREGATIONS:
-            raise PipelineError(f"unknown aggregation {knn_cfg['aggregation']!r}; use {' or '.join(AGGREGATIONS)}",
-                                "knn.aggregation")
+        self.aggregation = AGGREGATIONS.get(knn_cfg["aggregation"])()
         self.postprocessors = postprocess.build(knn_cfg, self.seed, descriptors)  # verify, local, ... (postprocess/)
 
     def readers(self) -> list:
@@ -195,38 +195,62 @@ class Retriever:
                query_features: dict | None = None) -> Retrieval:
         """`query_features`: kind -> one entry per query, for the re-scorers that read them
         (`photo_features` or `cached_features` give them)."""
-        from pipeline.retrieval import rerank
         from pipeline.retrieval.postprocess.base import SearchContext
 
         names = np.asarray(names)
         if len(gallery) == 0:
             raise PipelineError("the gallery holds no known-whale photo", "folds file")
+        from pipeline.retrieval import rerank
+
         vectors, queries = rerank.augment(gallery.vectors, queries, self.cfg, self._index_options())
-        if self.cfg["aggregation"] == "centroid":
-            whales, centroids = whale_centroids(vectors, gallery.ids)
-            sims, idx = search(centroids, queries, self.cfg["keep_top"], **self._index_options())
-            codes, scores = idx, sims
-        else:
-            if vectors is gallery.vectors:  # no database-side augmentation: the gallery's kept index serves
-                sims, idx = gallery.search(queries, self.cfg["neighbours"], self._index_options())
-            else:
-                sims, idx = search(vectors, queries, self.cfg["neighbours"], **self._index_options())
-            sims, idx = rerank.rescore(vectors, queries, sims, idx, self.cfg, self._index_options())
-            whales, gallery_codes = gallery.whale_codes()
-            codes, scores = rank_whales(sims, idx, gallery_codes, int(self.cfg["keep_top"]))
+        whales, codes, scores, sims, idx = self.aggregation.score(self, gallery, vectors, queries)
         q, r = np.nonzero(codes >= 0)
         table = pd.DataFrame({C.IMAGE: names[q], C.ID: whales[codes[q, r]], C.SCORE: scores[q, r].astype(np.float32)})
         if self.postprocessors:
-            ctx = SearchContext(gallery, names, queries, vectors, None if self.cfg["aggregation"] == "centroid" else sims,
-                                None if self.cfg["aggregation"] == "centroid" else idx, dict(query_features or {}),
+            ctx = SearchContext(gallery, names, queries, vectors, sims, idx, dict(query_features or {}),
                                 {"index": self._index_options()})
             for processor in self.postprocessors:
                 table = processor.process(table, ctx)
         if not photos:
             return Retrieval(table)
-        if self.cfg["aggregation"] == "centroid":
-            return Retrieval(table, photos_by_similarity(vectors, gallery, queries, names, table, photos))
-        return Retrieval(table, photos_from_neighbours(sims, idx, gallery, names, table, photos))
+        return Retrieval(table, self.aggregation.photos(sims, idx, vectors, gallery, queries, names, table, photos))
+
+
+@AGGREGATIONS.register("max")
+class BestPhoto:
+    """A whale scores its best photo's cosine among the query's neighbours (after re-ranking them)."""
+
+    def score(self, retriever: Retriever, gallery: Gallery, vectors, queries):
+        """(whales, codes, scores, neighbour similarities, neighbour rows): codes and scores queries x
+        keep_top, best first, each code a position in whales (-1 pads)."""
+        from pipeline.retrieval import rerank
+
+        options, cfg = retriever._index_options(), retriever.cfg
+        if vectors is gallery.vectors:  # no database-side augmentation: the gallery's kept index serves
+            sims, idx = gallery.search(queries, cfg["neighbours"], options)
+        else:
+            sims, idx = search(vectors, queries, cfg["neighbours"], **options)
+        sims, idx = rerank.rescore(vectors, queries, sims, idx, cfg, options)
+        whales, gallery_codes = gallery.whale_codes()
+        codes, scores = rank_whales(sims, idx, gallery_codes, int(cfg["keep_top"]))
+        return whales, codes, scores, sims, idx
+
+    def photos(self, sims, idx, vectors, gallery, queries, names, table, n):
+        return photos_from_neighbours(sims, idx, gallery, names, table, n)
+
+
+@AGGREGATIONS.register("centroid")
+class Centroid:
+    """A whale scores the cosine to the mean of its photos' embeddings (the 3rd-place humpback
+    solution); no photo neighbours, so a candidate's photos are those nearest the query."""
+
+    def score(self, retriever: Retriever, gallery: Gallery, vectors, queries):
+        whales, centroids = whale_centroids(vectors, gallery.ids)
+        scores, codes = search(centroids, queries, retriever.cfg["keep_top"], **retriever._index_options())
+        return whales, codes, scores, None, None
+
+    def photos(self, sims, idx, vectors, gallery, queries, names, table, n):
+        return photos_by_similarity(vectors, gallery, queries, names, table, n)
 
 
 def whale_centroids(vectors: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

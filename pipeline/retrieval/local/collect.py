@@ -10,7 +10,7 @@ import numpy as np
 
 from pipeline.errors import PipelineError
 from pipeline.retrieval.local.extract import LocalFeatures
-from pipeline.retrieval.local.match import GEOMETRIES, MatchSettings, nearest_two, one_per_query_keypoint  # noqa: F401
+from pipeline.retrieval.local.match import GEOMETRIES, MatchSettings, nearest_two, one_per_query_keypoint
 
 
 def match_counts(query: np.ndarray, gallery: list[np.ndarray], ratio: float, rootsift: bool = False) -> np.ndarray:
@@ -54,8 +54,17 @@ def local_scores(query, gallery, cfg: dict | MatchSettings) -> np.ndarray:
     """The configured local score of each gallery photo against the query: ratio-test counts
     (knn.local_geometry none) or geometrically verified inliers."""
     s = cfg if isinstance(cfg, MatchSettings) else MatchSettings.from_knn(cfg)
-    if s.geometry == "none":
-        return match_counts(query, gallery, s.ratio, s.rootsift)
+    return GEOMETRIES.get(s.geometry)(query, gallery, s)
+
+
+@GEOMETRIES.register("none")
+def counted(query, gallery, s: MatchSettings) -> np.ndarray:
+    return match_counts(query, gallery, s.ratio, s.rootsift)
+
+
+@GEOMETRIES.register("homography")
+@GEOMETRIES.register("fundamental")
+def verified(query, gallery, s: MatchSettings) -> np.ndarray:
     return inlier_counts(query, gallery, s.ratio, s.geometry, s.min_matches, s.pixels, s.rootsift)
 
 

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.errors import PipelineError
+from pipeline.registry import Registry
 
-# none: ratio-test counts; the others: the inliers of one transform (collect.py)
-GEOMETRIES = ("none", "homography", "fundamental")
+# knn.local_geometry, registered by collect.py: none, the ratio-test count; homography or fundamental,
+# the inliers of one transform.
+GEOMETRIES = Registry("local geometry", "knn.local_geometry")
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,7 @@ class MatchSettings:
 
     @classmethod
     def from_knn(cls, cfg: dict) -> "MatchSettings":
-        geometry = cfg.get("local_geometry", "none")
-        if geometry not in GEOMETRIES:
-            raise PipelineError(f"unknown local geometry {geometry!r}; use {', '.join(GEOMETRIES)}",
-                                "knn.local_geometry")
+        geometry = cfg.get("local_geometry", "none")  # collect.py refuses an unknown one when it scores
         return cls(float(cfg["local_ratio"]), geometry, int(cfg.get("local_min_matches", 8)),
                    float(cfg.get("local_ransac_px", 4.0)), bool(cfg.get("local_rootsift", False)),
                    int(cfg.get("local_keypoints", 500)))
