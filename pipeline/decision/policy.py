@@ -21,9 +21,35 @@ import pandas as pd
 
 from pipeline import columns as C
 from pipeline.errors import PipelineError
+from pipeline.registry import Registry
 from pipeline.decision.threshold import map5_by_threshold, predict, share_threshold, top_whales, tune_threshold
 
-STRATEGIES = ("cv", "share")
+# threshold.strategy: name -> where the threshold comes from.
+STRATEGIES = Registry("threshold strategy", "threshold.strategy")
+
+
+@STRATEGIES.register("cv")
+class TunedOutOfFold:
+    """The threshold that maximises MAP@5 on out-of-fold scores, set by `fit`."""
+    calibrates = False
+
+    def fitted(self, tuned: float, current: float | None) -> float | None:
+        return tuned
+
+    def unfitted(self, vals: np.ndarray, share: float) -> float:
+        raise PipelineError("the new_whale policy was never fitted", "threshold")
+
+
+@STRATEGIES.register("share")
+class ShareOfQueries:
+    """New_whale first for `share` of the queries, set on the scores it is applied to (`calibrate`)."""
+    calibrates = True
+
+    def fitted(self, tuned: float, current: float | None) -> float | None:
+        return current
+
+    def unfitted(self, vals: np.ndarray, share: float) -> float:
+        return share_threshold(vals, share)
 
 
 @dataclass
@@ -37,9 +63,7 @@ class NewWhalePolicy:
     @classmethod
     def from_config(cls, cfg: dict) -> "NewWhalePolicy":
         t = cfg["threshold"]
-        if t["strategy"] not in STRATEGIES:
-            raise PipelineError(f"unknown threshold strategy {t['strategy']!r}; use {' or '.join(STRATEGIES)}",
-                                "threshold.strategy")
+        STRATEGIES.get(t["strategy"])  # an unknown strategy is refused here
         return cls(strategy=t["strategy"], share=float(t["new_whale_share"]), grid=int(t["grid"]))
 
     # ------------------------------------------------------------------------------------ fitting
@@ -54,23 +78,22 @@ class NewWhalePolicy:
         if C.FOLD in queries.columns:
             fitted["folds"] = sorted(int(f) for f in queries[C.FOLD].unique())
         return NewWhalePolicy(self.strategy, self.share, self.grid,
-                              threshold if self.strategy == "cv" else self.threshold, fitted)
+                              STRATEGIES.get(self.strategy)().fitted(threshold, self.threshold), fitted)
 
     def calibrate(self, scores: pd.DataFrame, names) -> "NewWhalePolicy":
         """Strategy share: set the threshold on the scores it will be applied to (no labels)."""
-        if self.strategy != "share":
+        rule = STRATEGIES.get(self.strategy)()
+        if not rule.calibrates:
             return self
         _, vals = top_whales(scores, names)
-        return NewWhalePolicy(self.strategy, self.share, self.grid, share_threshold(vals, self.share), self.fitted)
+        return NewWhalePolicy(self.strategy, self.share, self.grid, rule.unfitted(vals, self.share), self.fitted)
 
     # ----------------------------------------------------------------------------------- applying
 
     def threshold_for(self, vals: np.ndarray) -> float:
         if self.threshold is not None:
             return self.threshold
-        if self.strategy == "share":
-            return share_threshold(vals, self.share)
-        raise PipelineError("the new_whale policy was never fitted", "threshold")
+        return STRATEGIES.get(self.strategy)().unfitted(vals, self.share)
 
     def labels(self, scores: pd.DataFrame, names, fallback: list[str]) -> list[list[str]]:
         """Five distinct labels per query, best first, new_whale inserted at the threshold."""
