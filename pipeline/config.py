@@ -276,6 +276,9 @@ DEFAULTS: dict[str, Any] = {
             "batch_size": 1024,
             "scale": 16.0,  # cosine logits' scale
             "flips": False,  # mirrored photos as classes of their own (needs embed.flip_tta)
+            # Each model's block less the fold's training mean (features.centred): for pooled ImageNet
+            # features, whose cosines all sit near 1.
+            "centre": False,
             # With knn.local: its probabilities re-scored by local-feature matching, as knn's scores are.
             "local": True,
         },
