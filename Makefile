@@ -33,7 +33,7 @@ DEMO_DATA := $(DEMO_WORK)/data
 DEMO_ARGS := DATA=$(DEMO_DATA) WORK=$(DEMO_WORK) MODEL=lite0_head PIPELINE=configs/demo.yaml \
              FOLDS_FILE=folds/demo.csv SUBMISSION=submissions/demo.csv
 
-.PHONY: install demo test test-slow gpu-check bench bench-losses bench-retrieval bench-ensemble bench-boxes bench-catalogue bench-local bench-humpback boxes synth bundle catalogue-init catalogue-queue catalogue-evaluate preprocess folds train embed knn single train-all \
+.PHONY: install demo test test-slow gpu-check bench bench-losses bench-retrieval bench-ensemble bench-boxes bench-catalogue catalogue-humpback bench-local bench-humpback boxes synth bundle catalogue-init catalogue-queue catalogue-evaluate preprocess folds train embed knn single train-all \
         ensemble submit cv all clean report identify serve
 
 install: $(INSTALLED)
@@ -83,7 +83,8 @@ bench-retrieval: install
 # The ensemble of configs/ensemble.yaml against the default model at the same BUDGET training minutes
 # per fold (5 folds, nyala and lion), and the default model against the pytorch-metric-learning peer.
 bench-ensemble: install
-	$(PYTHON) -m benchmarks.ensemble --budget $(or $(BUDGET),1)
+	$(PYTHON) -m benchmarks.ensemble --budget $(or $(BUDGET),1) $(if $(SETS),--sets $(SETS) --peer-sets) \
+	  $(if $(ENSEMBLE_WORK),--work $(ENSEMBLE_WORK))
 
 # Real humpback flukes: the default recipe at BUDGET minutes per fold (5 folds), the zero-shot start, the
 # pytorch-metric-learning recipe from the same ImageNet weights and wildlife-tools' SIFT matcher, one run.
@@ -135,10 +136,11 @@ knn: install
 single: install
 	$(WHALE) ensemble $(COMMON) --model $(MODEL) $(FOLDS_ARG)
 
-# Every model in configs/ensemble.yaml: train, embed and knn, each within BUDGET minutes per fold.
+# Every model in configs/ensemble.yaml: train, embed and knn. BUDGET is the total per fold: the members that
+# train the whole network share it (pipeline/ensemble/budget.py); heads and training-free members take none.
 train-all: install
-	@for m in $$($(WHALE) ensemble $(COMMON) --list-models); do \
-	  $(MAKE) --no-print-directory train embed knn MODEL=$$m || exit 1; done
+	@$(WHALE) ensemble $(COMMON) --list-models $(if $(BUDGET),--budget $(BUDGET)) | while read m b; do \
+	  $(MAKE) --no-print-directory train embed knn MODEL=$$m BUDGET=$$([ "$$b" = - ] || echo $$b) || exit 1; done
 
 # The models of configs/ensemble.yaml combined by every method it lists; prints the CV table, then submits.
 ensemble: install
@@ -163,7 +165,7 @@ identify: install
 bundle: install
 	$(WHALE) bundle --work $(WORK)
 
-# A catalogue of known individuals (README, "Keeping a catalogue"): init from DATA's train set, bound
+# A catalogue of known individuals (docs/catalogue.md): init from DATA's train set, bound
 # to WORK's models; then `whale catalogue add/queue/decide/... --catalogue $(CATALOGUE)`.
 CATALOGUE ?= catalogue
 catalogue-init: install
@@ -180,6 +182,14 @@ catalogue-evaluate: install
 bench-catalogue: install
 	$(PYTHON) -m benchmarks.catalogue $(if $(WORK_NYALA),--work $(WORK_NYALA)) --budget $(or $(BUDGET),1)
 	$(if $(WORK_NYALA),$(PYTHON) -m benchmarks.identify_speed --work $(WORK_NYALA))
+
+# A catalogue of real humpback flukes, zero-shot and trained bundles side by side: `catalogue evaluate` on
+# each, and a 500-photo survey folder's import speed (run it on an idle machine). QUICK=1: humpback_small;
+# WORK_HUMPBACK= a work folder trained on the same set (else one is trained here); CATALOGUES= keeps the
+# catalogues there, and a second run with NO_EVALUATE=1 measures the import speed alone.
+catalogue-humpback: install
+	$(PYTHON) -m benchmarks.catalogue_humpback $(if $(QUICK),--quick) $(if $(WORK_HUMPBACK),--work $(WORK_HUMPBACK)) \
+	  $(if $(CATALOGUES),--root $(CATALOGUES)) $(if $(NO_EVALUATE),--no-evaluate)
 
 # Local matching on nyala and lion (5 folds, the same trained models for every row): none, ratio-test
 # counts, RANSAC homography / fundamental inliers, each with and without calibrated fusion; the

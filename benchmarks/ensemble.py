@@ -77,7 +77,7 @@ class Bench:
         """(the folds, the new_whale policy of the default config) that every row is scored with."""
         from pipeline.config import load_stage_config
         from pipeline.data.folds import read_folds
-        from pipeline.retrieval.policy import NewWhalePolicy
+        from pipeline.decision.policy import NewWhalePolicy
 
         return read_folds(self.folds_file), NewWhalePolicy.from_config(load_stage_config(REPO / "configs"))
 
@@ -94,7 +94,7 @@ class Bench:
 
     def row(self, label: str, prediction_set: str, minutes: float | None) -> dict:
         """CV MAP@5 per fold and overall, and test MAP@5 of one prediction set."""
-        from pipeline.evaluation import cross_validate
+        from pipeline.decision.evaluation import cross_validate
         from pipeline.io.submission import read_submission, score_submission
 
         report = cross_validate(self._oof(prediction_set), *self._scoring())
@@ -102,11 +102,30 @@ class Bench:
         stage("submit", *self.common, "--name", prediction_set, "--out", str(out))
         return self._row(label, minutes, report, round(score_submission(read_submission(out), self.solution), 4))
 
+    def agreement(self, members: list[str]) -> pd.DataFrame:
+        return top1_agreement({name: self._oof(name) for name in members})
+
     def bound_row(self, members: list[str], label: str) -> dict:
         """The members' per-photo upper bound (evaluation.best_member_bound), per fold and overall."""
-        from pipeline.evaluation import best_member_bound
+        from pipeline.decision.evaluation import best_member_bound
 
         return self._row(label, None, best_member_bound([self._oof(name) for name in members], *self._scoring()), None)
+
+
+def top1_agreement(oofs: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Pairwise share of the photos (those every member scored) whose best-scoring whale two members
+    agree on: members worth ensembling fail on different photos, so they disagree more often."""
+    from pipeline import columns as C
+
+    best = {name: o.sort_values(C.SCORE, ascending=False, kind="stable").drop_duplicates(C.IMAGE)
+            .set_index(C.IMAGE)[C.ID] for name, o in oofs.items()}
+    common = sorted(set.intersection(*(set(b.index) for b in best.values())))
+    names = list(best)
+    table = pd.DataFrame(index=names, columns=names, dtype=float)
+    for a in names:
+        for b in names:
+            table.loc[a, b] = round(float((best[a].loc[common].to_numpy() == best[b].loc[common].to_numpy()).mean()), 3)
+    return table
 
 
 def best_single(table: pd.DataFrame) -> pd.Series:
@@ -154,17 +173,22 @@ def ensemble_rows(bench: Bench, budget: float) -> list[dict]:
     stage("knn", *bench.common, "--model", DEFAULT_MODEL)  # the default retrieval: + local-feature re-scoring
     rows.append(bench.row(f"default recipe: {DEFAULT_MODEL}", DEFAULT_MODEL, spent))
     print(pd.DataFrame(rows[-1:]).to_string(index=False, header=False), flush=True)
-    # Training-free members (train.epochs: 0, e.g. colour_histogram) cost no minutes; the trained share the budget.
-    trained = [name for name in members if int(load_stage_config(REPO / "configs", name)["train"]["epochs"]) != 0]
+    # Training-free members (no epochs of the network nor of a head: colour_histogram, the zero-shot recipes)
+    # learn nothing; members that train the whole network share the budget; a head on frozen features
+    # (train.head_epochs) takes the minutes its features take, whatever the budget, and they are counted.
+    trains = {name: load_stage_config(REPO / "configs", name)["train"] for name in members}
+    trained = [name for name in members if int(trains[name]["epochs"]) != 0]
     share = budget / max(1, len(trained))
     for name in members:
-        kind = "member" if name in trained else "member (training-free)"
+        kind = "member" if name in trained or int(trains[name].get("head_epochs", 0)) else "member (training-free)"
         # The default recipe as a member at the whole budget is the single model already trained.
         minutes = rows[1]["train min"] if name == DEFAULT_MODEL and share == budget else bench.model(name, share)
         rows.append(bench.row(f"{kind}: {name}", name, minutes))
         print(pd.DataFrame(rows[-1:]).to_string(index=False, header=False), flush=True)
     rows.append(bench.bound_row(members, "members: each photo's best member (an oracle, not a method)"))
     print(pd.DataFrame(rows[-1:]).to_string(index=False, header=False), flush=True)
+    print(f"\nout-of-fold top-1 agreement between members (share of validation photos whose best whale is the same):\n"
+          f"{bench.agreement(members).to_string()}\n", flush=True)
     stage("ensemble", *bench.common)
     spent = sum(r["train min"] for r in rows[2:] if r["train min"] is not None)
     for method in cfg["ensemble"]["methods"]:
@@ -190,11 +214,11 @@ def classifier_diagnostics(bench: Bench, model: str) -> dict:
     from pipeline.data.cache import ImageCache
     from pipeline.data.folds import read_folds
     from pipeline.ensemble.methods import classifier
-    from pipeline.evaluation import cross_validate
+    from pipeline.decision.evaluation import cross_validate
     from pipeline.io.paths import embedding_dir, prediction_dir
     from pipeline.retrieval.embeddings import load_embeddings
     from pipeline.retrieval.predictions import Predictions
-    from pipeline.retrieval.policy import NewWhalePolicy
+    from pipeline.decision.policy import NewWhalePolicy
 
     cfg = load_stage_config(REPO / "configs", overrides=[f"seed={bench.seed}"])
     folds, policy = read_folds(bench.folds_file), NewWhalePolicy.from_config(cfg)

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 TIMING = """
 import json, sys, time
 import numpy as np
-from pipeline.retrieval.identify import Identifier
+from pipeline.identify import Identifier
 work, model, photos = sys.argv[1], sys.argv[2], sys.argv[3:]
 started = time.perf_counter()
 identifier = Identifier(work, [model])

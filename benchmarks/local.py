@@ -56,7 +56,8 @@ def cost(work: Path, keypoints: int = 500, pairs: int = 300, seed: int = 0) -> d
     """Photos/s for descriptors (a fresh computation over 100 cached photos) and pairs/s for ratio-test
     counts and for homography / fundamental verification (random pairs of cached photos)."""
     from pipeline.data.cache import ImageCache
-    from pipeline.retrieval.local_features import inlier_counts, match_counts, sift_descriptors
+    from pipeline.retrieval.local.collect import inlier_counts, match_counts
+    from pipeline.retrieval.local.extract import sift_descriptors
 
     cache = ImageCache.open(work)
     rng = np.random.default_rng(seed)

@@ -302,7 +302,7 @@ def knn(n_gallery: int = 25000, n_queries: int = 8000, dim: int = 512, neighbour
 
     from pipeline import columns as C
     from pipeline.config import DEFAULTS
-    from pipeline.retrieval.policy import NewWhalePolicy
+    from pipeline.decision.policy import NewWhalePolicy
     from pipeline.retrieval.retriever import Gallery, Retriever
 
     rng = np.random.default_rng(0)

@@ -17,7 +17,8 @@ import yaml
 from pipeline.errors import PipelineError
 
 # The recipe (configs/models/<name>.yaml) used when none is named: EfficientNet-Lite0's ImageNet weights
-# with an ArcFace head on the frozen features, chosen by cross-validation on humpback flukes (README).
+# with an ArcFace head on the frozen features, chosen by cross-validation on humpback flukes
+# (docs/training.md, "Starting from pretrained weights"; the figures in docs/benchmarks.md).
 DEFAULT_MODEL = "lite0_head"
 
 DEFAULTS: dict[str, Any] = {
@@ -226,7 +227,8 @@ DEFAULTS: dict[str, Any] = {
         "verify_weight": 1.0,  # 1: the probability alone; below 1, blended with the retrieval score
         # Local-feature matching (retrieval/local/, retrieval/postprocess/local.py): SIFT match counts re-score each query's
         # local_top whales, blended as (1 - local_weight) * score + local_weight * count / (count + local_scale).
-        # On, with top 20 and weight 0.5: the highest CV MAP@5 on nyala and on lion (README, "Local features").
+        # On, with top 20 and weight 0.5: the highest CV MAP@5 on nyala and on lion (docs/benchmarks.md,
+        # "Local features: on, top 20, weight 0.5").
         "local": True,
         "local_top": 20,
         "local_photos": 5,  # a whale's gallery photos nearest the query (embedding space) that are matched
@@ -238,8 +240,9 @@ DEFAULTS: dict[str, Any] = {
         # estimated transform explains count (retrieval/local/collect.py, OpenCV's USAC MAGSAC++), for pairs
         # with at least local_min_matches matches; local_ransac_px bounds an inlier's reprojection error.
         # homography: the highest mean CV MAP@5 of the default recipe over nyala and lion, pooled over
-        # two bench-local runs, and on the demo's synthetic set (README, "Local features"); as fast as
-        # counting. Photos too small for 8 ratio-test matches per pair score 0 with it: use none there.
+        # two bench-local runs, and on the demo's synthetic set (docs/benchmarks.md, "Geometry and
+        # calibrated fusion"); as fast as counting. Photos too small for 8 ratio-test matches per pair
+        # score 0 with it: use none there.
         "local_geometry": "homography",
         "local_min_matches": 8,
         "local_ransac_px": 4.0,
@@ -273,6 +276,9 @@ DEFAULTS: dict[str, Any] = {
             "batch_size": 1024,
             "scale": 16.0,  # cosine logits' scale
             "flips": False,  # mirrored photos as classes of their own (needs embed.flip_tta)
+            # Each model's block less the fold's training mean (features.centred): for pooled ImageNet
+            # features, whose cosines all sit near 1.
+            "centre": False,
             # With knn.local: its probabilities re-scored by local-feature matching, as knn's scores are.
             "local": True,
         },

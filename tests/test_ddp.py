@@ -15,7 +15,7 @@ SETS = ["preprocess.image_size=[32,64]", "folds.n_folds=3", "sampler.classes_per
         "sampler.photos_per_class=2", "train.epochs=3", "train.warmup_epochs=0",
         "model.backbone=test_convnext", "model.neck_norm=layer"]
 
-# A time budget (the README's fine-tune command has one), with rank 1's clock running 10 000 times fast:
+# A time budget (docs/training.md's fine-tune command has one), with rank 1's clock running 10 000 times fast:
 # were each rank to read its own clock, rank 1 would lower its learning rate, switch divide and conquer to
 # fine-tuning alone (skipping a broadcast rank 0 makes) and call the budget spent after a fraction of a
 # second. Every rank reads rank 0's clock, so the run still takes the one-process run's steps.

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline import columns as C
 from pipeline.cli import main
-from pipeline.ensemble.features import mirrored
+from pipeline.ensemble.features import centred, mirrored
 from pipeline.decision.threshold import share_threshold
 from pipeline.data.folds import read_folds
 from tests.conftest import REPO, TINY_SETS
@@ -133,6 +133,46 @@ def test_mirrored_features_swap_each_models_halves():
     assert mirrored(x, [8, 4]).tolist() == [[4, 5, 6, 7, 0, 1, 2, 3, 10, 11, 8, 9]]
 
 
+def test_centred_blocks_lose_the_training_mean_and_keep_their_weight():
+    """Each model's block: the training mean subtracted, then norm sqrt(weight), recomputed by hand."""
+    rng = np.random.default_rng(0)
+    train = np.abs(rng.normal(size=(20, 6))).astype(np.float32) + 1.0  # all positive: cosines near 1
+    mean = train.mean(axis=0)
+    query = np.abs(rng.normal(size=(3, 6))).astype(np.float32) + 1.0
+    got = centred(query, mean, [4, 2], [1.0, 0.25])
+    for start, d, w in ((0, 4, 1.0), (4, 2, 0.25)):
+        block = query[:, start:start + d] - mean[start:start + d]
+        expected = np.sqrt(w) * block / np.linalg.norm(block, axis=1, keepdims=True)
+        assert np.allclose(got[:, start:start + d], expected, atol=1e-6)
+        assert np.allclose(np.linalg.norm(got[:, start:start + d], axis=1), np.sqrt(w), atol=1e-6)
+    cos = lambda a: (a / np.linalg.norm(a, axis=1, keepdims=True)) @ (a / np.linalg.norm(a, axis=1, keepdims=True)).T
+    assert cos(centred(train, mean, [4, 2], [1.0, 1.0])).mean() < cos(train).mean() - 0.5
+
+
+def test_the_centred_classifier_is_out_of_fold_and_ranks(two_models):
+    """ensemble.classifier.centre: fold k's classifier is centred on its own training photos and still
+    gives each validation photo a ranked list of known whales."""
+    import copy
+
+    from pipeline.config import load_stage_config
+    from pipeline.data.cache import ImageCache
+    from pipeline.ensemble import methods as M
+
+    work, configs, folds_file, sets = two_models
+    cfg = load_stage_config(configs, overrides=TINY_SETS)
+    cfg["ensemble"]["classifier"].update(centre=True, local=False)
+    folds = read_folds(folds_file)
+    test_names = ImageCache.open(work).split(C.TEST)[C.IMAGE].to_numpy()
+    oof, test, _ = M.classifier(work, [{"name": "demo_triplet", "weight": 1.0}, {"name": "test_arcface", "weight": 0.5}],
+                                folds, [0], test_names, cfg)
+    val = folds[folds[C.FOLD] == 0]
+    assert set(oof[C.IMAGE]) == set(val[C.IMAGE])
+    trained_on = set(folds[(folds[C.FOLD] != 0) & (folds[C.ID] != C.NEW_WHALE)][C.ID])
+    assert set(oof[C.ID]) <= trained_on
+    assert (oof.groupby(C.IMAGE)[C.SCORE].sum() <= 1 + 1e-5).all()
+    assert set(test[C.IMAGE]) == set(test_names)
+
+
 def test_list_models_and_unknown_method(two_models, capsys):
     work, configs, folds_file, sets = two_models
     write_ensemble(configs)
@@ -208,3 +248,18 @@ def test_the_classifier_weighs_local_matches_as_the_retriever_does(two_models):
             expected[whale] = (1 - w) * p + w * count / (count + scale)
         got = local[local[C.IMAGE] == query].set_index(C.ID)[C.SCORE].to_dict()
         assert got == pytest.approx(expected, abs=1e-5)
+
+
+def test_train_all_budget_is_shared_by_the_members_that_train_the_network(capsys):
+    """make train-all BUDGET=B: B per fold split over the members with train.epochs != 0; a head on frozen
+    features and a training-free member take none ('-'), so the ensemble spends what one model would."""
+    from pipeline.ensemble.budget import member_budgets
+
+    names = ["coupled_clusters", "lite0_head", "triplet_hard", "colour_histogram"]
+    assert member_budgets(names, 6.0, REPO / "configs") == {"coupled_clusters": 3.0, "lite0_head": None,
+                                                          "triplet_hard": 3.0, "colour_histogram": None}
+    assert member_budgets(names, None, REPO / "configs") == dict.fromkeys(names)
+    models = "[{name: coupled_clusters}, {name: lite0_head}, {name: triplet_hard}]"
+    assert main(["ensemble", "--configs", str(REPO / "configs"), "--list-models", "--budget", "6",
+                 "--set", f"ensemble.models={models}"]) == 0
+    assert capsys.readouterr().out.split("\n")[:3] == ["coupled_clusters 3", "lite0_head -", "triplet_hard 3"]

@@ -83,7 +83,7 @@ def test_megadescriptor_offline_and_online_specs_agree(recipe, monkeypatch):
     for key in ("architecture", "img_size", "input_size", "mean", "std", "pool", "neck"):
         assert online[key] == offline[key], key
     assert offline["mean"] == [0.5] * 3 and offline["std"] == [0.5] * 3 and offline["input_size"] == [384, 384]
-    # The README's line for the smaller MegaDescriptors: same normalisation, their own 224.
+    # docs/training.md's line for the smaller MegaDescriptors: same normalisation, their own 224.
     small = resolve_spec(load_stage_config(REPO / "configs", recipe, [
         "model.backbone=swin_tiny_patch4_window7_224", "model.input_size=[224,224]"])["model"])
     assert small["mean"] == [0.5] * 3 and small["img_size"] == [224, 224]

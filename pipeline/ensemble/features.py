@@ -23,3 +23,15 @@ def mirrored(features: np.ndarray, dims: list[int]) -> np.ndarray:
         out.append(np.concatenate([part[:, half:], part[:, :half]], axis=1))
         start += d
     return np.concatenate(out, axis=1)
+
+
+def centred(features: np.ndarray, mean: np.ndarray, dims: list[int], weights: list[float]) -> np.ndarray:
+    """Each model's block less `mean` (the training photos' mean feature), scaled back to norm sqrt(w).
+    Pooled ImageNet features are all positive and sit in a narrow cone (every cosine near 1), so a
+    cosine classifier over them hears little; centred, they spread around 0 as a trained neck's do."""
+    out, start = features - mean, 0
+    for d, w in zip(dims, weights):
+        block = out[:, start:start + d]
+        out[:, start:start + d] = np.sqrt(float(w)) * block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+        start += d
+    return out.astype(np.float32)

@@ -38,7 +38,7 @@ def classifier_fold(work, models: list[dict], folds: pd.DataFrame, fold: int, te
     pseudo-labelled test photos added to its training. `matcher` (a postprocess.local.LocalMatcher):
     its tables are re-scored with local-feature matches against fold k's gallery, as the retriever's are."""
     from pipeline.ensemble.classifier import predict_proba, top_table, train_classifier
-    from pipeline.ensemble.features import concatenated, mirrored
+    from pipeline.ensemble.features import centred, concatenated, mirrored
 
     ccfg, keep = cfg["ensemble"]["classifier"], cfg["knn"]["keep_top"]
     weights = [m["weight"] for m in models]
@@ -52,10 +52,13 @@ def classifier_fold(work, models: list[dict], folds: pd.DataFrame, fold: int, te
         ids = np.concatenate([ids, extra[C.ID].to_numpy()])
     classes = np.array(sorted(set(ids)))
     y = np.searchsorted(classes, ids)
+    dims = [np.load(Path(d) / "test.npy", mmap_mode="r").shape[1] for d in dirs]
     if ccfg["flips"]:
-        dims = [np.load(Path(d) / "test.npy", mmap_mode="r").shape[1] for d in dirs]
         x = np.concatenate([x, mirrored(x, dims)])
         y = np.concatenate([y, y + len(classes)])
+    mean = x.mean(axis=0) if ccfg.get("centre") else None  # the classifier's own training photos only
+    if mean is not None:
+        x = centred(x, mean, dims, weights)
     model = train_classifier(x, y, len(classes) * (2 if ccfg["flips"] else 1), ccfg, seed=int(cfg["seed"]) + fold)
     n = len(classes)  # mirrored classes compete in the softmax but are never answers
     # The photos it learned are the gallery that local matching compares a query with.
@@ -63,7 +66,8 @@ def classifier_fold(work, models: list[dict], folds: pd.DataFrame, fold: int, te
     tables = []
     for names, split in ((val[C.IMAGE].to_numpy(), C.TRAIN), (np.asarray(test_names), C.TEST)):
         features = concatenated(dirs, weights, names, split)
-        table = top_table(predict_proba(model, features)[:, :n], classes, names, keep)
+        scored = features if mean is None else centred(features, mean, dims, weights)
+        table = top_table(predict_proba(model, scored)[:, :n], classes, names, keep)
         if matcher is not None:
             table = matcher.rescore(table, matcher.store.get(names, split), names, known, features, gallery)
         tables.append(table)

@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="pass just this model through (instead of configs/ensemble.yaml)")
     add_folds_file(parser)
     parser.add_argument("--list-models", action="store_true", help="print the models of ensemble.yaml and stop")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="with --list-models: total training minutes per fold, printed beside each model as "
+                             "its share ('-' for a member the budget does not bind: a head, training-free)")
 
 
 def members(args: argparse.Namespace, cfg: dict) -> list[dict]:
@@ -57,7 +60,13 @@ def run(args: argparse.Namespace) -> dict:
     cfg = stage_config(args)
     models = members(args, cfg)
     if args.list_models:
-        print("\n".join(m["name"] for m in models))
+        if args.budget is None:
+            print("\n".join(m["name"] for m in models))
+        else:
+            from pipeline.ensemble.budget import member_budgets
+
+            shares = member_budgets([m["name"] for m in models], args.budget, args.configs, args.overrides, args.pipeline)
+            print("\n".join(f"{name} {'-' if minutes is None else f'{minutes:.4g}'}" for name, minutes in shares.items()))
         return {}
     methods = ["fusion"] if args.model else list(cfg["ensemble"]["methods"])
     out = prediction_dir(args.work, ENSEMBLE)

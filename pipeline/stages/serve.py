@@ -2,7 +2,7 @@
 share one loaded bundle).
 
     --catalogue DIR   the review screen: pending photos beside their candidates, one-key decisions
-                      (README, "Keeping a catalogue" / "The review page")
+                      (docs/catalogue.md, "The review page")
     --work WORK       upload a photo and see its top five whales
 
 Bound to 127.0.0.1 by default. Bound to any other address (--host 0.0.0.0, a LAN address), every
