@@ -71,7 +71,7 @@ def measure(kind: str, data: Path, folder: Path, work: Path | None, models: list
         print(f"\n== whale catalogue evaluate, {kind} bundle ({evaluate_s / 60:.1f} min) ==\n{format_report(report)}",
               flush=True)
         row.update({"rank-1": round(report["rank1"], 4), "rank-5": round(report["rank5"], 4),
-                    "rank-10": round(report["rank10"], 4), "for 95%": report["candidates_for_95pct"],
+                    "rank-10": round(report["rank10"], 4), "for 95%": report["candidates_for_95pct"] or f"> kept ({report['found_in_kept']:.0%} found)",
                     "P(new) AUC": round(report["p_new_auc"], 4), "queries": report["queries"]})
     # The survey goes into a copy: the catalogue as initialised stays for the next run (--root).
     copy = folder.with_name(folder.name + "-survey")

@@ -151,6 +151,8 @@ def summarise(table: pd.DataFrame) -> dict:
     finite = np.sort(found[np.isfinite(found)])
     need = int(np.ceil(0.95 * len(back))) if len(back) else 0
     out["candidates_for_95pct"] = int(finite[need - 1]) if 0 < need <= len(finite) else None
+    # When 95% is out of reach, how far the kept candidates do get.
+    out["found_in_kept"] = float(len(finite) / len(back)) if len(back) else float("nan")
     out["p_new_auc"] = auc(table["p_new"].to_numpy(), (~table["returning"]).to_numpy())
     out["reliability"] = reliability(table["p_new"].to_numpy(), (~table["returning"]).to_numpy()).round(4) \
         .to_dict(orient="records") if len(table) else []
@@ -163,7 +165,8 @@ def format_report(report: dict) -> str:
              f"rank-1 {report['rank1']:.4f}  rank-5 {report['rank5']:.4f}  rank-10 {report['rank10']:.4f} "
              "(returning individuals)",
              "candidates to look at to find 95% of the matches: "
-             + (str(report["candidates_for_95pct"]) if report["candidates_for_95pct"] else "more than are kept"),
+             + (str(report["candidates_for_95pct"]) if report["candidates_for_95pct"] else
+                f"more than are kept ({report['found_in_kept']:.1%} of the matches are among them)"),
              f"P(new individual): AUC {report['p_new_auc']:.4f} for first sightings against returning photos",
              "reliability (deciles of P): photos  mean P  share new"]
     for r in report["reliability"]:
