@@ -252,7 +252,7 @@ DEFAULTS: dict[str, Any] = {
         # (1 - local_weight) * P_global + local_weight * P_local (decision/fusion_calibration.py).
         "local_calibrate": False,
         # The order the shortlist re-scorers run in, each when its own switch is on (knn.verify,
-        # knn.local); a new one registers itself in retrieval/postprocess.py and is named here.
+        # knn.local); a new one registers itself in retrieval/postprocess/ and is named here.
         "postprocess": ["verify", "local"],
     },
     "threshold": {

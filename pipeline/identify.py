@@ -196,17 +196,32 @@ class Identifier:
 
     def explain(self, fused: pd.DataFrame, best: pd.DataFrame, names: list[str]) -> list[Identification]:
         labels = self.policy.labels(fused, names, self.fallback)
-        score_of = fused.set_index([C.IMAGE, C.ID])[C.SCORE]
-        photos_of = best.groupby([C.IMAGE, C.ID])["photo"].apply(list)
-        out = []
-        for name, row in zip(names, labels):
-            candidates = []
-            for whale in row:
-                if whale == C.NEW_WHALE:
-                    candidates.append(Candidate(whale, None))
-                    continue
-                score = score_of.get((name, whale))
-                hits = [self.photo_path(h) for h in photos_of.get((name, whale), [])]
-                candidates.append(Candidate(whale, None if score is None else float(score), hits))
-            out.append(Identification(name, candidates))
-        return out
+        lists = candidate_lists(fused, best, names, labels, photo=self.photo_path)
+        return [Identification(name, candidates) for name, candidates in zip(names, lists)]
+
+
+def candidate_lists(fused: pd.DataFrame, best: pd.DataFrame, names, chosen: list | None = None, top: int = 5,
+                    photo=str) -> list[list[Candidate]]:
+    """Each query's candidates as Candidate(whale, score, photos), one list per name: the whales `chosen`
+    for it (the policy's labels; new_whale among them has no score and no photos), else its `top`
+    best-scored whales of `fused`. Photos come from `best` (Image, Id, photo, ...: the searches that
+    scored the candidate), each passed through `photo`. identify's answer and the catalogue's ranking
+    both list candidates through here."""
+    score_of = fused.set_index([C.IMAGE, C.ID])[C.SCORE]
+    photos_of = best.groupby([C.IMAGE, C.ID])["photo"].apply(list)
+    policy = chosen is not None
+    if not policy:
+        shown = fused.groupby(C.IMAGE, sort=False).head(top).groupby(C.IMAGE, sort=False)[C.ID].apply(list)
+        chosen = [shown.get(name, []) for name in names]
+    out = []
+    for name, whales in zip(names, chosen):
+        candidates = []
+        for whale in whales:
+            if policy and whale == C.NEW_WHALE:
+                candidates.append(Candidate(whale, None))
+                continue
+            score = score_of.get((name, whale))
+            hits = [photo(h) for h in photos_of.get((name, whale), [])]
+            candidates.append(Candidate(whale, None if score is None else float(score), hits))
+        out.append(candidates)
+    return out

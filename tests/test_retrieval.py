@@ -153,7 +153,7 @@ def test_a_gallery_grown_by_append_searches_like_one_built_whole():
 
 
 def test_a_new_rescorer_is_one_registered_class_and_a_config_key():
-    """retrieval/postprocess.py: a class registered by name, listed in knn.postprocess and switched on
+    """retrieval/postprocess/: a class registered by name, listed in knn.postprocess and switched on
     by its own key, re-scores every search's shortlist with no change to the retriever or its callers;
     it reads the query features given to the search by kind."""
     from pipeline.retrieval import postprocess
@@ -165,10 +165,11 @@ def test_a_new_rescorer_is_one_registered_class_and_a_config_key():
         def __init__(self, cfg, seed, descriptors=None):
             self.bonus = float(cfg["favour_first_bonus"])
 
-        def process(self, table, ctx):
+        def process(self, result, ctx):
             seen["features"] = ctx.query_features.get("favour_first")
+            table = result.scores
             out = table.assign(**{C.SCORE: table[C.SCORE] + self.bonus * (table[C.ID] == "w0")})
-            return out.sort_values([C.IMAGE, C.SCORE], ascending=[True, False]).reset_index(drop=True)
+            return result.rescored(out.sort_values([C.IMAGE, C.SCORE], ascending=[True, False]).reset_index(drop=True))
 
     try:
         rng = np.random.default_rng(2)

@@ -16,6 +16,7 @@ from pipeline import columns as C
 from pipeline.bundle import Bundle, NamedDescriptors
 from pipeline.catalogue.store import Store
 from pipeline.errors import PipelineError
+from pipeline.identify import candidate_lists
 from pipeline.retrieval.local.extract import empty_features
 from pipeline.retrieval.retriever import Gallery
 
@@ -134,12 +135,9 @@ class CatalogueMatcher:
             fused, best = self.identifier.rank(embeddings, local, names)
             p_new = self.identifier.new_probability(fused, names)
             labels = self.identifier.policy.labels(fused, names, self.identifier.fallback)
-        photos_of = best.groupby([C.IMAGE, C.ID])["photo"].apply(list)
         out = []
-        for i, name in enumerate(names):
-            mine = fused[fused[C.IMAGE] == name].head(SHOWN)
-            candidates = [{"id": str(w), "score": round(float(s), 4), "photos": [str(p) for p in photos_of.get((name, w), [])]}
-                          for w, s in zip(mine[C.ID], mine[C.SCORE])]
+        for i, shown in enumerate(candidate_lists(fused, best, names, top=SHOWN)):
+            candidates = [{"id": str(c.whale), "score": round(c.score, 4), "photos": c.photos} for c in shown]
             suggested = "new" if labels[i][0] == C.NEW_WHALE or not candidates else candidates[0]["id"]
             out.append(Ranking(candidates, float(p_new[i]), suggested, list(labels[i])))
         return out

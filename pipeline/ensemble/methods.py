@@ -87,12 +87,13 @@ def classifier(work, models, folds, fold_list, test_names, cfg) -> tuple[pd.Data
     matcher = None
     if cfg["ensemble"]["classifier"]["local"] and cfg["knn"]["local"]:
         from pipeline.retrieval.local.extract import DescriptorStore
-        from pipeline.retrieval.postprocess.local import LocalMatcher
+        from pipeline.retrieval.postprocess import POSTPROCESSORS
 
         # The classifier's probabilities are not the retriever's scores: a calibration fitted on those
         # (knn.local_calibrate) would not apply, so they take the plain blend with the local evidence.
-        matcher = LocalMatcher(DescriptorStore.open(work, cfg["knn"]["local_keypoints"]),
-                               {**cfg["knn"], "local_calibrate": False})
+        # The registered re-scorer, as the retriever runs it (its rescore goes through process).
+        matcher = POSTPROCESSORS.get("local")({**cfg["knn"], "local_calibrate": False}, int(cfg["seed"]),
+                                              DescriptorStore.open(work, cfg["knn"]["local_keypoints"]))
     oofs, tests, known, chosen = [], [], [], {}
     for fold in fold_list:
         oof, test, classes = classifier_fold(work, models, folds, fold, test_names, cfg, matcher=matcher)

@@ -10,6 +10,12 @@
 
 Re-ranked similarities replace the cosines before the per-whale scores are taken, so the new_whale
 policy is fitted and applied on the re-ranked scale alike.
+
+Both kinds are registered here (AUGMENTATIONS, RERANKERS), not among the re-scorers of
+retrieval/postprocess/: those take a search's result (per-whale scores) and give one back, while these
+act before there is one. DBA and query expansion change the vectors that are searched; k-reciprocal
+re-ranking changes the neighbour graph, which can bring in whales the first scoring did not keep and
+which the verification head and the candidates' photos then read.
 """
 from __future__ import annotations
 
@@ -43,13 +49,31 @@ def _weighted_neighbours(base: np.ndarray, points: np.ndarray, k: int, alpha: fl
     return out
 
 
-def augment(gallery: np.ndarray, queries: np.ndarray, cfg: dict, options: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(gallery, queries) after DBA and αQE, as configured."""
+# Embedding augmentations: name -> augment(gallery, queries, cfg, options) -> (gallery, queries); each
+# leaves the vectors as they are (the same arrays) unless its own keys switch it on.
+AUGMENTATIONS = Registry("embedding augmentation")
+AUGMENT_ORDER = ("dba", "qe")  # DBA first: query expansion averages over the augmented gallery
+
+
+@AUGMENTATIONS.register("dba")
+def database_augmentation(gallery, queries, cfg, options):
     if int(cfg["dba_k"]) > 1:
         gallery = _normalise(_weighted_neighbours(gallery, gallery, int(cfg["dba_k"]), float(cfg["qe_alpha"]), options))
+    return gallery, queries
+
+
+@AUGMENTATIONS.register("qe")
+def query_expansion(gallery, queries, cfg, options):
     if int(cfg["qe_k"]) > 0 and len(queries):
         expanded = queries + _weighted_neighbours(gallery, queries, int(cfg["qe_k"]), float(cfg["qe_alpha"]), options)
         queries = _normalise(expanded)
+    return gallery, queries
+
+
+def augment(gallery: np.ndarray, queries: np.ndarray, cfg: dict, options: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(gallery, queries) after DBA and αQE, as configured."""
+    for name in AUGMENT_ORDER:
+        gallery, queries = AUGMENTATIONS.get(name)(gallery, queries, cfg, options)
     return gallery, queries
 
 

@@ -7,6 +7,9 @@ identify, the web page and the report all go through it.
     result.scores   # Image, Id, score: each query's best knn.keep_top whales, best first
     result.photos   # Image, Id, photo, similarity: each candidate's best gallery photos
 
+`result` is a RetrievalResult (retrieval/result.py): immutable, checked when built, and what every
+re-scorer takes and gives back (retrieval/postprocess/base.py).
+
 Aggregation (`knn.aggregation`): `max`, a whale scores its best photo's cosine; `centroid`, a whale
 scores the cosine to the mean of its photos' embeddings (the 3rd-place humpback solution). Optional
 post-processing, each a config key (retrieval/rerank.py): database-side augmentation (`knn.dba_k`),
@@ -33,6 +36,7 @@ from pipeline.errors import PipelineError
 from pipeline.registry import Registry
 from pipeline.retrieval.index import search
 from pipeline.retrieval.photos import photos_by_similarity, photos_from_neighbours
+from pipeline.retrieval.result import RetrievalResult
 from pipeline.retrieval.scores import rank_whales
 
 # knn.aggregation: name -> how a query's whales are scored, and which gallery photos show each candidate.
@@ -156,12 +160,6 @@ def fold_gallery(vectors: np.ndarray, folds: pd.DataFrame, fold: int) -> Gallery
                    vectors[~known & outside])
 
 
-@dataclass
-class Retrieval:
-    scores: pd.DataFrame  # Image, Id, score
-    photos: pd.DataFrame | None = None  # Image, Id, photo, similarity (best first per candidate)
-
-
 class Retriever:
     def __init__(self, knn_cfg: dict, seed: int = 0, descriptors=None):
         from pipeline.retrieval import postprocess
@@ -192,9 +190,10 @@ class Retriever:
         return {"kind": k["index"], "nlist": k["nlist"], "nprobe": k["nprobe"], "seed": self.seed}
 
     def search(self, gallery: Gallery, queries: np.ndarray, names, photos: int = 0,
-               query_features: dict | None = None) -> Retrieval:
+               query_features: dict | None = None) -> RetrievalResult:
         """`query_features`: kind -> one entry per query, for the re-scorers that read them
-        (`photo_features` or `cached_features` give them)."""
+        (`photo_features` or `cached_features` give them). `photos`: each candidate's best n gallery
+        photos go into the result."""
         from pipeline.retrieval.postprocess.base import SearchContext
 
         names = np.asarray(names)
@@ -205,15 +204,19 @@ class Retriever:
         vectors, queries = rerank.augment(gallery.vectors, queries, self.cfg, self._index_options())
         whales, codes, scores, sims, idx = self.aggregation.score(self, gallery, vectors, queries)
         q, r = np.nonzero(codes >= 0)
-        table = pd.DataFrame({C.IMAGE: names[q], C.ID: whales[codes[q, r]], C.SCORE: scores[q, r].astype(np.float32)})
+        result = RetrievalResult(pd.DataFrame({C.IMAGE: names[q], C.ID: whales[codes[q, r]],
+                                               C.SCORE: scores[q, r].astype(np.float32)}))
         if self.postprocessors:
             ctx = SearchContext(gallery, names, queries, vectors, sims, idx, dict(query_features or {}),
                                 {"index": self._index_options()})
             for processor in self.postprocessors:
-                table = processor.process(table, ctx)
+                result = processor.process(result, ctx)
         if not photos:
-            return Retrieval(table)
-        return Retrieval(table, self.aggregation.photos(sims, idx, vectors, gallery, queries, names, table, photos))
+            return result
+        # The photos of the final candidates, chosen once after the re-scorers: a re-scorer may bring in
+        # whales the first scoring did not keep (the verification head scores its verify_top whales).
+        return result.with_photos(self.aggregation.photos(sims, idx, vectors, gallery, queries, names, result.scores,
+                                                          photos))
 
 
 @AGGREGATIONS.register("max")

@@ -1,11 +1,12 @@
 """The contract of what re-scores a search's shortlist (DESIGN.md, "The shape to grow into"):
 
-    processor.process(table, context) -> table
+    processor.process(result, context) -> result
 
-`table` is the search's per-whale scores (Image, Id, score); `context` (SearchContext) holds what a
-re-scorer may read: the gallery, the query and gallery vectors after augmentation, the neighbour
-similarities and rows, and the queries' own features by kind. A re-scorer that reads per-query
-features declares them, so the search and its callers name none of it:
+`result` is a RetrievalResult (retrieval/result.py: per query the candidate whales and their scores,
+best first, checked and immutable); a re-scorer returns a new one (`result.rescored(table)`).
+`context` (SearchContext) holds what a re-scorer may read: the gallery, the query and gallery vectors
+after augmentation, the neighbour similarities and rows, and the queries' own features by kind. A
+re-scorer that reads per-query features declares them, so the search and its callers name none of it:
 
     reads = "local"                  the kind of feature, context.query_features[reads]
     feature_key                      which variant (local: the keypoints), shared by re-scorers alike
@@ -13,7 +14,12 @@ features declares them, so the search and its callers name none of it:
     cached_features(names, split)    the features of photos of the work folder's cache (knn)
 
 Each re-scorer is one module of this package that registers its class by name; `knn.postprocess` lists
-the order they run in, and each runs when its own switch (`knn.<name>`) is on."""
+the order they run in, and each runs when its own switch (`knn.<name>`) is on.
+
+What acts before the whales are scored is not a re-scorer of this kind and stays in retrieval/rerank.py's
+own registries: database-side augmentation and query expansion change the vectors that are searched,
+k-reciprocal re-ranking the neighbour graph (it can bring in whales the first scoring did not keep,
+and the verification head and the candidates' photos read the re-ranked neighbours)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

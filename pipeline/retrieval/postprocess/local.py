@@ -18,6 +18,7 @@ from pipeline.retrieval.local.extract import sift_descriptors
 from pipeline.retrieval.local.match import MatchSettings
 from pipeline.retrieval.photos import photos_by_similarity
 from pipeline.retrieval.postprocess.base import SearchContext, register
+from pipeline.retrieval.result import RetrievalResult
 
 
 class LocalMatcher:
@@ -108,8 +109,21 @@ class LocalMatching:
     def cached_features(self, names, split: str) -> list:
         return self.matcher.store.get(names, split)
 
-    def process(self, table: pd.DataFrame, ctx: SearchContext) -> pd.DataFrame:
+    @property
+    def store(self):
+        """The gallery photos' descriptors (local.extract.DescriptorStore or bundle.NamedDescriptors)."""
+        return self.matcher.store
+
+    def process(self, result: RetrievalResult, ctx: SearchContext) -> RetrievalResult:
         features = ctx.query_features.get(self.reads)
         if features is None:
             raise PipelineError("knn.local needs the query photos' local descriptors", "knn.local")
-        return self.matcher.rescore(table, features, ctx.names, ctx.vectors, ctx.queries, ctx.gallery, raw=self.raw)
+        return result.rescored(self.matcher.rescore(result.scores, features, ctx.names, ctx.vectors, ctx.queries,
+                                                    ctx.gallery, raw=self.raw))
+
+    def rescore(self, table: pd.DataFrame, query_descriptors: list, names, vectors: np.ndarray, queries: np.ndarray,
+                gallery) -> pd.DataFrame:
+        """A long table re-scored through `process`, for scores made outside a search (the ensemble's
+        classifier probabilities: no neighbours, so a candidate's photos are those nearest the query)."""
+        ctx = SearchContext(gallery, np.asarray(names), queries, vectors, None, None, {self.reads: query_descriptors})
+        return self.process(RetrievalResult(table), ctx).scores

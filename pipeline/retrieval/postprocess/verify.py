@@ -2,10 +2,9 @@
 leave-one-out pairs (retrieval/verification.py)."""
 from __future__ import annotations
 
-import pandas as pd
-
 from pipeline.errors import PipelineError
 from pipeline.retrieval.postprocess.base import SearchContext, register
+from pipeline.retrieval.result import RetrievalResult
 
 
 @register("verify")
@@ -16,12 +15,12 @@ class Verify:
             raise PipelineError("the verification head re-scores photo neighbours: use aggregation max", "knn.verify")
         self.heads: dict = {}  # gallery -> its head
 
-    def process(self, table: pd.DataFrame, ctx: SearchContext) -> pd.DataFrame:
+    def process(self, result: RetrievalResult, ctx: SearchContext) -> RetrievalResult:
         from pipeline.retrieval.verification import fit_head, rescore
 
         gallery = ctx.gallery
         if gallery not in self.heads:
             self.heads[gallery] = fit_head(ctx.vectors, gallery.ids, gallery.negatives, self.cfg, ctx.options["index"],
                                            self.seed)
-        return rescore(self.heads[gallery], ctx.queries, ctx.names, ctx.vectors, gallery.ids, ctx.sims, ctx.idx,
-                       table, self.cfg)
+        return result.rescored(rescore(self.heads[gallery], ctx.queries, ctx.names, ctx.vectors, gallery.ids,
+                                       ctx.sims, ctx.idx, result.scores, self.cfg))
