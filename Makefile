@@ -41,7 +41,7 @@ install: $(INSTALLED)
 # The stages, in order, from the stage registry (pipeline/stages/__init__.py); needs no install.
 help:
 	@echo "make <stage target> [DATA=... WORK=... MODEL=... SET=...]; the stages (whale <stage> --help):"
-	@$(if $(wildcard $(PYTHON)),$(PYTHON),python3) -m pipeline.stages --list
+	@$(if $(wildcard $(PYTHON)),$(PYTHON),python3) -m pipeline.cli stages
 
 # torch and torchvision first, pinned: this machine serves exactly these from its own disk. Every
 # faiss build installs the same `faiss` package, so all of them go before the chosen one is installed

@@ -11,7 +11,7 @@ def chain_argv(data, work, model: str, configs="configs", overrides=(), folds_fi
                budget: float | None = None, start: str | None = None) -> list[list[str]]:
     """Each chain stage's command line, in order (from stage `start` on when given): the common
     arguments and the chain values the stage declares (data, model, folds_file, budget, out)."""
-    from pipeline.stages import STAGES, chain_stages
+    from pipeline.cli import STAGES, chain_stages  # the stage registry, through the CLI (the door to the stages)
 
     work = Path(work)
     folds_file = str(folds_file or work / "folds.csv")

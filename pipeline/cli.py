@@ -10,7 +10,19 @@ import sys
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from pipeline.errors import PipelineError
-from pipeline.stages import STAGES, ordered  # the registry of stages; imports no stage module
+# The registry of stages (imports no stage module). The CLI is the one door from the library side to
+# the stages: pipeline.chain reads the chain's order through it (tests/test_one_path.py).
+from pipeline.stages import STAGES, chain_stages, ordered  # noqa: F401 (chain_stages: for pipeline.chain)
+
+
+LIST = "stages"
+
+
+def list_stages(args: argparse.Namespace | None = None) -> None:
+    width = max(len(s.name) for s in ordered())
+    for s in ordered():
+        print(f"  {s.name:<{width}}  {'*' if s.chain is not None else ' '} {s.help}")
+    print("  (* run by `make all`, in this order)")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -19,6 +31,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="whale", description="Humpback whale identification pipeline")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="stage", required=True)
+    # Not a stage: the registry's list, what `make help` prints (imports no stage, runs before install).
+    sub.add_parser(LIST, help="list the stages in order (* the chain `make all` runs)").set_defaults(run=list_stages)
     for stage in ordered():
         if only is not None and stage.name != only:
             sub.add_parser(stage.name, help=stage.help)
@@ -33,7 +47,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     stage = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(stage if stage in STAGES else None).parse_args(argv)
+    args = build_parser(stage if stage in STAGES or stage == LIST else None).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:

@@ -72,7 +72,7 @@ def test_unknown_subcommand_lists_the_stages(capsys):
 
 
 def test_make_help_prints_the_registry_and_make_all_runs_the_chain():
-    listed = subprocess.run([sys.executable, "-m", "pipeline.stages", "--list"], cwd=REPO, capture_output=True,
+    listed = subprocess.run([sys.executable, "-m", "pipeline.cli", "stages"], cwd=REPO, capture_output=True,
                             text=True, check=True).stdout
     assert [line.split()[0] for line in listed.splitlines()[:-1]] == [s.name for s in ordered()]
     made = subprocess.run(["make", "--no-print-directory", "help", f"PYTHON={sys.executable}"], cwd=REPO,

@@ -1,8 +1,8 @@
 """Thin entry points: each reads its config, calls the library and writes its outputs atomically.
 
 STAGES is the one list of them: the CLI builds its subcommands from it, the chain (`make all`,
-pipeline.chain) runs those with `chain` in their order, `make help` prints it (`python -m
-pipeline.stages --list`) and benchmarks read the order from it. A stage is a module with
+pipeline.chain) runs those with `chain` in their order, `make help` prints it (`whale stages`) and
+benchmarks read the order from it. A stage is a module with
 `add_arguments(parser)` and `run(args)`; this file imports none of them (each pulls in torch), so a
 command imports only the one it runs. A new stage is its module and one STAGES.register line here.
 """
