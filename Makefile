@@ -33,10 +33,15 @@ DEMO_DATA := $(DEMO_WORK)/data
 DEMO_ARGS := DATA=$(DEMO_DATA) WORK=$(DEMO_WORK) MODEL=lite0_head PIPELINE=configs/demo.yaml \
              FOLDS_FILE=folds/demo.csv SUBMISSION=submissions/demo.csv
 
-.PHONY: install demo test test-slow gpu-check bench bench-losses bench-retrieval bench-ensemble bench-boxes bench-catalogue catalogue-humpback bench-local bench-humpback boxes synth bundle catalogue-init catalogue-queue catalogue-evaluate preprocess folds train embed knn single train-all \
+.PHONY: install help demo test test-slow gpu-check bench bench-losses bench-retrieval bench-ensemble bench-boxes bench-catalogue catalogue-humpback bench-local bench-humpback boxes synth bundle catalogue-init catalogue-queue catalogue-evaluate preprocess folds train embed knn single train-all \
         ensemble submit cv all clean report identify serve
 
 install: $(INSTALLED)
+
+# The stages, in order, from the stage registry (pipeline/stages/__init__.py); needs no install.
+help:
+	@echo "make <stage target> [DATA=... WORK=... MODEL=... SET=...]; the stages (whale <stage> --help):"
+	@$(if $(wildcard $(PYTHON)),$(PYTHON),python3) -m pipeline.cli stages
 
 # torch and torchvision first, pinned: this machine serves exactly these from its own disk. Every
 # faiss build installs the same `faiss` package, so all of them go before the chosen one is installed

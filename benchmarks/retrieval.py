@@ -67,17 +67,15 @@ def chain(tree: Path, data: Path, work: Path, overrides: list[str]) -> dict:
 
 
 def variant(data: Path, work: Path, overrides: list[str]) -> dict:
+    from pipeline.chain import chain_argv
     from pipeline.cli import main
     from pipeline.config import DEFAULT_MODEL
     from pipeline.io.submission import read_submission, score_submission
 
-    common = ["--work", str(work), "--configs", str(REPO / "configs"), "--folds-file", str(work / "folds.csv"),
-              *(x for o in overrides for x in ("--set", o))]
-    for argv in (["knn", *common, "--model", DEFAULT_MODEL, "--force"],
-                 ["ensemble", *common, "--model", DEFAULT_MODEL, "--force"],
-                 ["submit", *common, "--out", str(work / "variant.csv"), "--force"],
-                 ["cv", *common, "--force"]):
-        if main(argv) != 0:
+    # The chain's stages from knn on (their order is the stage registry's), forced: same models, new settings.
+    for argv in chain_argv(data, work, DEFAULT_MODEL, REPO / "configs", overrides, folds_file=work / "folds.csv",
+                           submission=work / "variant.csv", start="knn"):
+        if main([*argv, "--force"]) != 0:
             raise RuntimeError(f"{argv[0]} failed for {overrides}")
     solution = pd.read_csv(data / "solution.csv", dtype=str, keep_default_na=False)
     out = {"cv": json.loads((work / "reports" / "cv.json").read_text())["map5"],

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
@@ -11,25 +10,19 @@ import sys
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from pipeline.errors import PipelineError
+# The registry of stages (imports no stage module). The CLI is the one door from the library side to
+# the stages: pipeline.chain reads the chain's order through it (tests/test_one_path.py).
+from pipeline.stages import STAGES, chain_stages, ordered  # noqa: F401 (chain_stages: for pipeline.chain)
 
-STAGES = {
-    "synth": "write the built-in synthetic data set",
-    "boxes": "learn a fluke detector from boxed photos (whale boxes train)",
-    "preprocess": "validate the Kaggle layout and cache resized photos",
-    "folds": "cross-validation folds shaped like test",
-    "train": "train a model config on each fold",
-    "embed": "embeddings of train and test photos per fold model",
-    "knn": "nearest whales per photo and the new_whale threshold",
-    "ensemble": "fuse several models' predictions",
-    "submit": "write the submission CSV",
-    "cv": "MAP@5 per fold and overall",
-    "score": "MAP@5 of a submission against a solution.csv",
-    "bundle": "export a work folder's models, galleries and policy for identification",
-    "identify": "top five known whales for new photos",
-    "report": "a self-contained HTML report of the run",
-    "serve": "a local web page to identify uploaded photos",
-    "catalogue": "keep a catalogue of known individuals: add photos, review, decide, export",
-}
+
+LIST = "stages"
+
+
+def list_stages(args: argparse.Namespace | None = None) -> None:
+    width = max(len(s.name) for s in ordered())
+    for s in ordered():
+        print(f"  {s.name:<{width}}  {'*' if s.chain is not None else ' '} {s.help}")
+    print("  (* run by `make all`, in this order)")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -38,12 +31,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="whale", description="Humpback whale identification pipeline")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="stage", required=True)
-    for name, help_text in STAGES.items():
-        if only is not None and name != only:
-            sub.add_parser(name, help=help_text)
+    # Not a stage: the registry's list, what `make help` prints (imports no stage, runs before install).
+    sub.add_parser(LIST, help="list the stages in order (* the chain `make all` runs)").set_defaults(run=list_stages)
+    for stage in ordered():
+        if only is not None and stage.name != only:
+            sub.add_parser(stage.name, help=stage.help)
             continue
-        module = importlib.import_module(f"pipeline.stages.{name}")
-        stage_parser = sub.add_parser(name, help=help_text, description=module.__doc__)
+        module = stage.load()
+        stage_parser = sub.add_parser(stage.name, help=stage.help, description=module.__doc__)
         module.add_arguments(stage_parser)
         stage_parser.set_defaults(run=module.run)
     return parser
@@ -52,7 +47,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     stage = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(stage if stage in STAGES else None).parse_args(argv)
+    args = build_parser(stage if stage in STAGES or stage == LIST else None).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:

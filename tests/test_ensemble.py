@@ -180,6 +180,7 @@ def test_list_models_and_unknown_method(two_models, capsys):
     assert capsys.readouterr().out.split() == ["demo_triplet", "test_arcface"]
     write_ensemble(configs, methods="[fusion, stacking]")
     assert main(["ensemble", "--work", str(work), "--configs", str(configs), "--folds-file", folds_file]) == 2
+    assert "unknown ensemble method 'stacking'; use one of blend, classifier, fusion" in capsys.readouterr().err
 
 
 def test_identify_with_several_models_scores_as_the_ensemble_fusion(two_models, trained_tiny, capsys):

@@ -13,6 +13,7 @@ k's first-round classifier (which never saw fold k's validation photos) was conf
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,13 @@ import pandas as pd
 
 from pipeline import columns as C
 from pipeline.io.paths import embedding_dir
+from pipeline.registry import Registry
 from pipeline.retrieval.retriever import Gallery
 from pipeline.retrieval.scores import fuse
 
-METHODS = ("fusion", "classifier", "blend")
+# ensemble.methods names them (registered below); a method combines the members' predictions, or the
+# results of the methods it `needs`, into an (out-of-fold table, test table) pair.
+METHODS = Registry("ensemble method", "ensemble.methods")
 
 
 def fusion(oofs: list[pd.DataFrame], tests: list[pd.DataFrame], weights: list[float], folds: pd.DataFrame):
@@ -112,3 +116,85 @@ def blend(fusion_result, classifier_result, weight: float, folds: pd.DataFrame):
     oof = fuse([fusion_result[0].drop(columns=C.FOLD), classifier_result[0].drop(columns=C.FOLD)], [weight, 1 - weight])
     return oof.assign(**{C.FOLD: oof[C.IMAGE].map(fold_of)}), fuse([fusion_result[1], classifier_result[1]],
                                                                    [weight, 1 - weight])
+
+
+@dataclass
+class Run:
+    """What a method reads: the members, their predictions on the folds every member covers, the
+    folds, the config; `results` holds the methods run so far (a method's `needs` run first), and
+    the classifier leaves its pseudo-labels per fold in `pseudo_labels` for the stage to report."""
+    work: Path
+    models: list[dict]
+    oofs: list[pd.DataFrame]
+    tests: list[pd.DataFrame]
+    folds: pd.DataFrame
+    fold_list: list[int]
+    cfg: dict
+    results: dict = field(default_factory=dict)
+    pseudo_labels: dict = field(default_factory=dict)
+
+    @property
+    def weights(self) -> list[float]:
+        return [m["weight"] for m in self.models]
+
+    def test_names(self) -> np.ndarray:
+        from pipeline.data.cache import ImageCache
+
+        return ImageCache.open(self.work).split(C.TEST)[C.IMAGE].to_numpy()
+
+
+def run_order(methods) -> list[str]:
+    """The methods asked for and those they need, each once, every one after what it needs; an
+    unknown name is the registry's error listing the methods there are."""
+    order: list[str] = []
+
+    def visit(name):
+        if name not in order:
+            for need in METHODS.get(name).needs:
+                visit(need)
+            order.append(name)
+
+    for name in methods:
+        visit(name)
+    return order
+
+
+def run_methods(r: Run, methods) -> dict:
+    """Runs the methods asked for (and what they need, first) into r.results; returns it."""
+    for name in run_order(methods):
+        r.results[name] = METHODS.get(name).run(r)
+    return r.results
+
+
+def reads_embeddings(methods) -> bool:
+    """Whether any of these methods (or what they need) reads the members' embeddings: the stage's
+    stamp then covers them."""
+    return any(METHODS.get(name).embeddings for name in run_order(methods))
+
+
+@METHODS.register("fusion")
+class Fusion:
+    needs, embeddings = (), False
+
+    @staticmethod
+    def run(r: Run):
+        return fusion(r.oofs, r.tests, r.weights, r.folds)
+
+
+@METHODS.register("classifier")
+class Classifier:
+    needs, embeddings = (), True
+
+    @staticmethod
+    def run(r: Run):
+        oof, test, r.pseudo_labels = classifier(r.work, r.models, r.folds, r.fold_list, r.test_names(), r.cfg)
+        return oof, test
+
+
+@METHODS.register("blend")
+class Blend:
+    needs, embeddings = ("fusion", "classifier"), False
+
+    @staticmethod
+    def run(r: Run):
+        return blend(r.results["fusion"], r.results["classifier"], float(r.cfg["ensemble"]["blend_weight"]), r.folds)

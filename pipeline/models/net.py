@@ -4,11 +4,12 @@ linear + norm embedding neck.
     raw cache photo (uint8, N x 3 x H x W) -> InputAdapter (resize to the backbone's input size,
     normalise with its mean/std) -> backbone.forward_features -> pooling -> [neck] -> embedding
 
-Pooling (`model.pool`): `gem` (generalised mean) needs an N x C x H x W map whose backbone head is a
-plain average (ResNet, EfficientNet, ...); `backbone` uses the backbone's own head up to its
-pre-logits (a ViT's class token and final norm, a Swin's channels-last average, a ConvNeXt's average
-and LayerNorm); `auto` (default) takes `gem` where it is a faithful generalisation of the backbone's
-head and `backbone` everywhere else. It is decided once, from one probe forward, and recorded.
+Pooling (`model.pool`, the POOLS registry of models/pooling.py): `gem` (generalised mean) needs an
+N x C x H x W map whose backbone head is a plain average (ResNet, EfficientNet, ...); `backbone` uses
+the backbone's own head up to its pre-logits (a ViT's class token and final norm, a Swin's
+channels-last average, a ConvNeXt's average and LayerNorm); `auto` (default) takes `gem` where it is a
+faithful generalisation of the backbone's head and `backbone` everywhere else. It is decided once,
+from one probe forward, and recorded.
 
 Everything needed to rebuild the network is its `spec` (plain values), saved in every checkpoint:
 `from_spec` never reads or downloads pretrained weights, so a trained model is self-sufficient.
@@ -26,25 +27,12 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.models.backbone import timm_backbone
+from pipeline.models.pooling import POOLS, GeM, Probe  # noqa: F401 (GeM: its old home)
 from pipeline.models.weights import describe, load_backbone
 
 log = logging.getLogger(__name__)
 
-POOLS = ("auto", "gem", "backbone")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-class GeM(nn.Module):
-    """Generalised mean pooling (Radenović et al.): p=1 is average pooling, p→∞ max pooling; p is learned."""
-
-    def __init__(self, p: float = 3.0, eps: float = 1e-6):
-        super().__init__()
-        self.p = nn.Parameter(torch.tensor(float(p)))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.p.clamp(min=1.0)
-        return x.clamp(min=self.eps).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
 
 
 class InputAdapter(nn.Module):
@@ -95,7 +83,7 @@ class EmbeddingNet(nn.Module):
         self.input = InputAdapter(spec["mean"], spec["std"], spec["input_size"])
         self.backbone = backbone if backbone is not None else timm_backbone(spec)
         self.pool_kind = spec["pool"]
-        self.pool = GeM(float(spec["gem_p"])) if self.pool_kind == "gem" else None
+        self.pool = POOLS.get(self.pool_kind).module(spec)  # None: the backbone's own head
         self.dropout = nn.Dropout(float(spec["dropout"]))
         if spec["neck"]:
             self.neck = nn.Linear(int(spec["feature_dim"]), int(spec["embedding_dim"]))
@@ -143,8 +131,7 @@ def resolve_spec(model_cfg: dict) -> dict:
     """The network's spec from the `model` config section: timm's defaults for the architecture filled
     in (input size, mean, std), everything plain values."""
     m = model_cfg
-    if m["pool"] not in POOLS:
-        raise PipelineError(f"unknown pool {m['pool']!r}; use one of {', '.join(POOLS)}", "model.pool")
+    POOLS.get(m["pool"])  # an unknown pool: the registry's error, naming those there are
     defaults = default_cfg(m["backbone"])
     fixed = bool(defaults.get("fixed_input_size", False))
     size = m["input_size"]
@@ -169,8 +156,9 @@ def resolve_spec(model_cfg: dict) -> dict:
 
 @torch.no_grad()
 def _probe(backbone: nn.Module, spec: dict, cache_hw) -> tuple[str, int]:
-    """(pool, feature dim): GeM where the features are an N x C x H x W map whose backbone head is a
-    plain spatial mean (so GeM generalises it), else the backbone's own head."""
+    """(pool, feature dim): the pool the configured one resolves to for these features (auto: GeM where
+    they are an N x C x H x W map whose backbone head is a plain spatial mean, so GeM generalises it,
+    else the backbone's own head)."""
     hw = spec["input_size"] or cache_hw or [64, 64]
     was_training = backbone.training
     backbone.eval()
@@ -181,10 +169,7 @@ def _probe(backbone: nn.Module, spec: dict, cache_hw) -> tuple[str, int]:
     backbone.train(was_training)
     plain_map = (features.ndim == 4 and features.shape[1] == own.shape[1]
                  and torch.allclose(features.mean(dim=(2, 3)), own, atol=1e-5, rtol=1e-4))
-    if spec["pool"] == "gem" and not plain_map:
-        raise PipelineError(f"{spec['architecture']}'s features are {tuple(features.shape[1:])} with its own head "
-                            "on top; GeM needs a plain N x C x H x W map: use pool: auto or backbone", "model.pool")
-    pool = spec["pool"] if spec["pool"] != "auto" else ("gem" if plain_map else "backbone")
+    pool = POOLS.get(spec["pool"]).resolve(Probe(spec["architecture"], tuple(features.shape[1:]), bool(plain_map)))
     return pool, int(own.shape[1])
 
 

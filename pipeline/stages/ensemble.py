@@ -1,8 +1,8 @@
 """ensemble: combine the models listed in configs/ensemble.yaml by every method asked for, and compare.
 
-Methods (ensemble.methods, pipeline/ensemble/methods.py): fusion, classifier, blend. Each is written as
-predictions/ensemble_<method>; the one named by ensemble.output (best: the highest cross-validated
-MAP@5) also as predictions/ensemble, which submit reads. Prints (and writes to reports/ensemble.md)
+Methods (ensemble.methods; the METHODS registry of pipeline/ensemble/methods.py): fusion, classifier,
+blend. Each is written as predictions/ensemble_<method>; the one named by ensemble.output (best: the
+highest cross-validated MAP@5) also as predictions/ensemble, which submit reads. Prints (and writes to reports/ensemble.md)
 MAP@5 per fold and overall for every single model and every method.
 
 With --model NAME it passes that one model's predictions through (what `make all` does)."""
@@ -15,7 +15,6 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import columns as C
-from pipeline.data.cache import ImageCache
 from pipeline.data.folds import read_folds
 from pipeline.ensemble import methods as M
 from pipeline.errors import PipelineError
@@ -49,9 +48,7 @@ def members(args: argparse.Namespace, cfg: dict) -> list[dict]:
     if not listed:
         raise PipelineError("no models listed under ensemble.models; name one with --model",
                             Path(args.configs) / "ensemble.yaml")
-    unknown = sorted(set(cfg["ensemble"]["methods"]) - set(M.METHODS))
-    if unknown:
-        raise PipelineError(f"unknown ensemble method {unknown[0]!r}; use {', '.join(M.METHODS)}", "ensemble.methods")
+    M.run_order(cfg["ensemble"]["methods"])  # an unknown method: the registry's error, naming those there are
     return [{"name": m["name"], "weight": float(m.get("weight", 1.0))} for m in listed]
 
 
@@ -72,7 +69,7 @@ def run(args: argparse.Namespace) -> dict:
     out = prediction_dir(args.work, ENSEMBLE)
     inputs = [args.folds_file, *(prediction_dir(args.work, m["name"]) / n for m in models
                                  for n in ("oof.parquet", "test.parquet"))]
-    if set(methods) & {"classifier", "blend"}:
+    if M.reads_embeddings(methods):
         inputs += sorted(p for m in models for p in embeddings_root(args.work, m["name"]).glob("fold*/*"))
     stamp = Stamp(args.work, "ensemble", fingerprint(inputs, [models, methods, cfg["threshold"], cfg["ensemble"]]),
                   [out / "oof.parquet", out / "test.parquet", out / "threshold.json", out / "members.csv"])
@@ -81,23 +78,17 @@ def run(args: argparse.Namespace) -> dict:
     folds = read_folds(args.folds_file)
     preds = [Predictions.read(prediction_dir(args.work, m["name"])) for m in models]
     common = sorted(set.intersection(*(set(int(f) for f in p.oof[C.FOLD].unique()) for p in preds)))
-    results = {"fusion": M.fusion([p.oof[p.oof[C.FOLD].isin(common)] for p in preds], [p.test for p in preds],
-                                  [m["weight"] for m in models], folds)}
-    pseudo = {}
-    if set(methods) & {"classifier", "blend"}:
-        test_names = ImageCache.open(args.work).split(C.TEST)[C.IMAGE].to_numpy()
-        oof, test, chosen = M.classifier(args.work, models, folds, common, test_names, cfg)
-        results["classifier"] = (oof, test)
-        if chosen:  # the labels themselves go to the report; scoring them against test truth is a benchmark's job
-            labels = reports_dir(args.work) / "pseudo_labels.csv"
-            write_csv(labels, pd.concat(chosen.values()).drop_duplicates()[[C.IMAGE, C.ID]])
-            pseudo = {"added_per_fold": {int(k): int(len(v)) for k, v in chosen.items()},
-                      "min_score": float(cfg["ensemble"]["pseudo_labels"]["min_score"]), "labels": str(labels)}
-            log.info("pseudo-labels per fold: %s (listed in %s)", pseudo["added_per_fold"], labels)
-        results["blend"] = M.blend(results["fusion"], results["classifier"], float(cfg["ensemble"]["blend_weight"]),
-                                   folds)
-
     on_common = [p.oof[p.oof[C.FOLD].isin(common)] for p in preds]  # members scored on the folds the methods cover
+    state = M.Run(args.work, models, on_common, [p.test for p in preds], folds, common, cfg)
+    results = M.run_methods(state, methods)  # each after the methods it needs
+    chosen, pseudo = state.pseudo_labels, {}
+    if chosen:  # the labels themselves go to the report; scoring them against test truth is a benchmark's job
+        labels = reports_dir(args.work) / "pseudo_labels.csv"
+        write_csv(labels, pd.concat(chosen.values()).drop_duplicates()[[C.IMAGE, C.ID]])
+        pseudo = {"added_per_fold": {int(k): int(len(v)) for k, v in chosen.items()},
+                  "min_score": float(cfg["ensemble"]["pseudo_labels"]["min_score"]), "labels": str(labels)}
+        log.info("pseudo-labels per fold: %s (listed in %s)", pseudo["added_per_fold"], labels)
+
     frame, scores, member_scores = compare(args.work, models, on_common, methods, results, folds, cfg,
                                            args.folds_file)
     choice = cfg["ensemble"]["output"]
