@@ -39,7 +39,7 @@ def fusion(oofs: list[pd.DataFrame], tests: list[pd.DataFrame], weights: list[fl
 def classifier_fold(work, models: list[dict], folds: pd.DataFrame, fold: int, test_names, cfg: dict,
                     extra: pd.DataFrame | None = None, matcher=None) -> tuple[pd.DataFrame, pd.DataFrame, set]:
     """Fold k's classifier: (out-of-fold table, test table, its classes). `extra` (Image, Id) are
-    pseudo-labelled test photos added to its training. `matcher` (a postprocess.local.LocalMatcher):
+    pseudo-labelled test photos added to its training. `matcher` (the registered "local" re-scorer, postprocess/local.py):
     its tables are re-scored with local-feature matches against fold k's gallery, as the retriever's are."""
     from pipeline.ensemble.classifier import predict_proba, top_table, train_classifier
     from pipeline.ensemble.features import centred, concatenated, mirrored
