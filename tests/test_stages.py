@@ -49,6 +49,10 @@ def test_a_registered_stage_is_a_cli_subcommand_and_a_chain_step(hello_stage, ca
     argv = chain_argv(tmp_path, tmp_path, "m", start="knn")
     assert [a[0] for a in argv] == ["knn", "hello", "ensemble", "submit", "cv"]
     assert argv[1][argv[1].index("--model") + 1] == "m" and "--folds-file" in argv[1]
+    # The catalogue's zero-shot work runs the chain up to knn: its folds file is WORK's own.
+    head = chain_argv(tmp_path / "data", tmp_path, "m", stop="knn")
+    assert [a[0] for a in head] == ["preprocess", "folds", "train", "embed", "knn"]
+    assert all(a[a.index("--folds-file") + 1] == str(tmp_path / "folds.csv") for a in head[1:])
 
 
 def test_the_stage_list_and_its_errors():

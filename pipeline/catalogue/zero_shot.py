@@ -27,6 +27,7 @@ from pipeline import columns as C
 from pipeline.catalogue.sources import Source
 from pipeline.catalogue.store import content_hash
 from pipeline.errors import PipelineError
+from pipeline.io.paths import layout_dir, own_folds_file
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def build(folder, source: Source, configs=None, overrides=(), progress: bool = F
     if n_folds != int(cfg["folds"]["n_folds"]):
         log.info("zero-shot bundle: %d folds (folds.n_folds is %d; %d individual(s) have two photos or more)",
                  n_folds, cfg["folds"]["n_folds"], repeated)
-    _write_layout(work / "data", source, names, ids)
+    _write_layout(layout_dir(work), source, names, ids)
     _run_chain(work, configs, [*overrides, f"folds.n_folds={n_folds}"])
     return ZeroShotWork(work, names, n_folds)
 
@@ -157,17 +158,13 @@ def _write_layout(data: Path, source: Source, names: dict[int, str], ids: dict[s
 
 def _run_chain(work: Path, configs: Path, overrides: list[str]) -> None:
     """The stages a bundle needs (preprocess, folds, train, embed, knn), as run_chain runs them."""
+    from pipeline.chain import chain_argv
     from pipeline.cli import main
 
-    common = ["--work", str(work), "--configs", str(configs), *(x for o in overrides for x in ("--set", o))]
-    folds = ["--folds-file", str(work / "folds.csv")]
-    for argv in (["preprocess", "--data", str(work / "data"), *common],
-                 ["folds", *common, *folds],
-                 ["train", *common, "--model", MODEL, *folds],
-                 ["embed", *common, "--model", MODEL, *folds],
-                 ["knn", *common, "--model", MODEL, *folds]):
+    layout = layout_dir(work)
+    for argv in chain_argv(layout, work, MODEL, configs, overrides, stop="knn"):
         if argv[0] == "train":
-            _check_folds(work / "folds.csv")
+            _check_folds(own_folds_file(work))
         if main(argv) != 0:
             raise PipelineError(f"the zero-shot bundle's {argv[0]} stage failed (see the error above); the work "
                                 "folder is kept: run init again once it is fixed", work)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.io.paths import cache_dir, embedding_dir, model_dir
+from pipeline.io.paths import cache_dir, embedding_dir, model_dir, own_folds_file
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ["preprocess.image_size=[64,128]", "folds.n_folds=2", "train.epochs=2", "train.amp=true"]
@@ -161,7 +161,7 @@ def one_against_two(work: Path) -> tuple[bool, str]:
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(cache_dir(work), cache_dir(target))
         argv = [*launcher, "train", "--work", str(target), "--configs", str(REPO / "configs"), "--model", "test_arcface",
-                "--folds-file", str(work / "folds.csv"), "--folds", "0", "--restart",
+                "--folds-file", str(own_folds_file(work)), "--folds", "0", "--restart",
                 *(x for s in DDP_SETS for x in ("--set", s))]
         run = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=1200)
         if run.returncode != 0:

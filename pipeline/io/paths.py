@@ -60,6 +60,22 @@ def stamps_dir(work) -> Path:
     return Path(work) / "stamps"
 
 
+def own_folds_file(work) -> Path:
+    """The folds file of a chain run in one process (run_chain: tests, benchmarks; the catalogue's
+    zero-shot work), kept in WORK rather than under folds/."""
+    return Path(work) / "folds.csv"
+
+
+def own_submission(work) -> Path:
+    """The submission a chain run in one process writes when no other is named."""
+    return Path(work) / "sub.csv"
+
+
+def layout_dir(work) -> Path:
+    """The Kaggle layout (train/, train.csv, test/) a catalogue writes from its photos for its zero-shot work."""
+    return Path(work) / "data"
+
+
 def folds_with(root: Path, filename: str) -> list[int]:
     """Fold numbers k for which root/fold<k>/<filename> exists (trained models, written embeddings)."""
     return sorted(int(p.parent.name[4:]) for p in Path(root).glob(f"fold*/{filename}"))
