@@ -12,6 +12,7 @@ backend requires (NCCL: the rank's GPU; gloo: the CPU). Results come back on the
 """
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -125,8 +126,17 @@ def setup() -> DistInfo:
         if torch.cuda.is_available():
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
+        # Torn down before the interpreter's own teardown: a group left to it can abort the process at
+        # exit (gloo's threads still joinable: "terminate called without an active exception", SIGABRT)
+        # after the training itself went well.
+        atexit.register(_destroy_group)
     return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank,
                     backend=str(dist.get_backend()))
+
+
+def _destroy_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def device_for(info: DistInfo) -> torch.device:
