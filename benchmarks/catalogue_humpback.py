@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.catalogue import CONFIGS, SHARED, trained_work
+from benchmarks.catalogue import trained_work
+from benchmarks.humpback import humpback_set
 
 
 def survey_folder(data: Path, out: Path, photos: int) -> tuple[Path, int]:
@@ -111,11 +112,10 @@ def main() -> None:
     parser.add_argument("--bundles", nargs="+", default=["zero-shot", "trained"], choices=["zero-shot", "trained"])
     args = parser.parse_args()
     os.environ.setdefault("WHALE_PROGRESS", "off")
-    name = "humpback_small" if args.quick else "humpback"
-    data = SHARED / name
-    if not (data / "train.csv").is_file():
-        print(f"skip {name}: {data} not present")
+    data = humpback_set(args.quick)
+    if data is None:
         return
+    name = data.name
     started = time.time()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-catalogue-humpback-") as tmp:

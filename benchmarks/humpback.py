@@ -25,6 +25,15 @@ from benchmarks.ensemble import PEER, SHARED, SIFT_PEER, Bench, _peer_score
 ZERO_SHOT = "lite0_zero_shot"
 
 
+def humpback_set(quick: bool) -> Path | None:
+    """../shared/data/humpback (humpback_small with --quick), or None, said on stdout, when it is absent."""
+    data = SHARED / ("humpback_small" if quick else "humpback")
+    if not (data / "train.csv").is_file():
+        print(f"skip {data.name}: {data} not present")
+        return None
+    return data
+
+
 def throughput(work: Path, name: str) -> dict:
     """Steps, training photos per second and the head's seconds, summed over the folds' checkpoints."""
     steps = photos = seconds = head = 0.0
@@ -73,11 +82,10 @@ def main() -> None:
     from pipeline.config import DEFAULT_MODEL
 
     model = args.model or DEFAULT_MODEL
-    name = "humpback_small" if args.quick else "humpback"
-    data = SHARED / name
-    if not (data / "train.csv").is_file():
-        print(f"skip {name}: {data} not present")
+    data = humpback_set(args.quick)
+    if data is None:
         return
+    name = data.name
     started = time.time()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-humpback-") as tmp:
